@@ -1,0 +1,314 @@
+// Package api holds the EventSource and Sensor definitions kevents reads: Argo Events' YAML
+// (apiVersion argoproj.io/v1alpha1), field for field, loaded strictly so that an unknown or
+// misplaced field is an error rather than silently ignored.
+//
+// Parts of Argo's schema that kevents does not run yet are typed as Opaque: they load, and the
+// runtime registries (source, trigger) refuse them with ErrNotSupported.
+package api
+
+import "encoding/json"
+
+// Opaque is a part of a definition kevents accepts without reading it (the pod template of a
+// deployment, the body of a source or trigger type that is not supported yet).
+type Opaque = json.RawMessage
+
+// Kinds and API versions kevents reads.
+const (
+	ArgoAPIVersion    = "argoproj.io/v1alpha1"
+	KeventsAPIVersion = "kevents.io/v1alpha1"
+	KindEventSource   = "EventSource"
+	KindSensor        = "Sensor"
+)
+
+// ObjectMeta is the part of Kubernetes' object metadata a definition may carry.
+type ObjectMeta struct {
+	Name              string            `json:"name"`
+	Namespace         string            `json:"namespace,omitempty"`
+	GenerateName      string            `json:"generateName,omitempty"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	Annotations       map[string]string `json:"annotations,omitempty"`
+	UID               string            `json:"uid,omitempty"`
+	ResourceVersion   string            `json:"resourceVersion,omitempty"`
+	Generation        int64             `json:"generation,omitempty"`
+	CreationTimestamp Opaque            `json:"creationTimestamp,omitempty"`
+	Finalizers        []string          `json:"finalizers,omitempty"`
+	OwnerReferences   Opaque            `json:"ownerReferences,omitempty"`
+	ManagedFields     Opaque            `json:"managedFields,omitempty"`
+}
+
+// SecretKeySelector names one key of a Kubernetes Secret. Outside a cluster kevents resolves it
+// from a file or the environment (see source.Secrets).
+type SecretKeySelector struct {
+	Name     string `json:"name"`
+	Key      string `json:"key"`
+	Optional *bool  `json:"optional,omitempty"`
+}
+
+// ConfigMapKeySelector names one key of a Kubernetes ConfigMap.
+type ConfigMapKeySelector = SecretKeySelector
+
+// EventSource is Argo's EventSource: named events of one or more source types.
+type EventSource struct {
+	APIVersion string          `json:"apiVersion"`
+	Kind       string          `json:"kind"`
+	Metadata   ObjectMeta      `json:"metadata"`
+	Spec       EventSourceSpec `json:"spec"`
+	Status     Opaque          `json:"status,omitempty"`
+}
+
+// EventSourceSpec lists events per source type. Each map is keyed by event name.
+type EventSourceSpec struct {
+	EventBusName string `json:"eventBusName,omitempty"`
+	Template     Opaque `json:"template,omitempty"`
+	Service      Opaque `json:"service,omitempty"`
+	Replicas     *int32 `json:"replicas,omitempty"`
+
+	Webhook map[string]WebhookEventSource `json:"webhook,omitempty"`
+
+	Minio             map[string]Opaque `json:"minio,omitempty"`
+	Calendar          map[string]Opaque `json:"calendar,omitempty"`
+	File              map[string]Opaque `json:"file,omitempty"`
+	Resource          map[string]Opaque `json:"resource,omitempty"`
+	AMQP              map[string]Opaque `json:"amqp,omitempty"`
+	Kafka             map[string]Opaque `json:"kafka,omitempty"`
+	MQTT              map[string]Opaque `json:"mqtt,omitempty"`
+	NATS              map[string]Opaque `json:"nats,omitempty"`
+	SNS               map[string]Opaque `json:"sns,omitempty"`
+	SQS               map[string]Opaque `json:"sqs,omitempty"`
+	PubSub            map[string]Opaque `json:"pubSub,omitempty"`
+	Github            map[string]Opaque `json:"github,omitempty"`
+	Gitlab            map[string]Opaque `json:"gitlab,omitempty"`
+	HDFS              map[string]Opaque `json:"hdfs,omitempty"`
+	Slack             map[string]Opaque `json:"slack,omitempty"`
+	StorageGrid       map[string]Opaque `json:"storageGrid,omitempty"`
+	AzureEventsHub    map[string]Opaque `json:"azureEventsHub,omitempty"`
+	Stripe            map[string]Opaque `json:"stripe,omitempty"`
+	Emitter           map[string]Opaque `json:"emitter,omitempty"`
+	Redis             map[string]Opaque `json:"redis,omitempty"`
+	NSQ               map[string]Opaque `json:"nsq,omitempty"`
+	Pulsar            map[string]Opaque `json:"pulsar,omitempty"`
+	Generic           map[string]Opaque `json:"generic,omitempty"`
+	BitbucketServer   map[string]Opaque `json:"bitbucketserver,omitempty"`
+	Bitbucket         map[string]Opaque `json:"bitbucket,omitempty"`
+	RedisStream       map[string]Opaque `json:"redisStream,omitempty"`
+	AzureServiceBus   map[string]Opaque `json:"azureServiceBus,omitempty"`
+	AzureQueueStorage map[string]Opaque `json:"azureQueueStorage,omitempty"`
+	SFTP              map[string]Opaque `json:"sftp,omitempty"`
+	Gerrit            map[string]Opaque `json:"gerrit,omitempty"`
+	MNS               map[string]Opaque `json:"mns,omitempty"`
+}
+
+// WebhookEventSource is Argo's webhook event: an HTTP endpoint that turns requests into events.
+type WebhookEventSource struct {
+	Endpoint         string             `json:"endpoint"`
+	Method           string             `json:"method"`
+	Port             string             `json:"port"`
+	URL              string             `json:"url,omitempty"`
+	ServerCertSecret *SecretKeySelector `json:"serverCertSecret,omitempty"`
+	ServerKeySecret  *SecretKeySelector `json:"serverKeySecret,omitempty"`
+	Metadata         map[string]string  `json:"metadata,omitempty"`
+	AuthSecret       *SecretKeySelector `json:"authSecret,omitempty"`
+	MaxPayloadSize   *int64             `json:"maxPayloadSize,omitempty"`
+	Filter           *EventSourceFilter `json:"filter,omitempty"`
+}
+
+// EventSourceFilter is Argo's expression filter on an event source.
+type EventSourceFilter struct {
+	Expression string `json:"expression,omitempty"`
+}
+
+// Sensor is Argo's Sensor: dependencies on events and the triggers they fire.
+type Sensor struct {
+	APIVersion string     `json:"apiVersion"`
+	Kind       string     `json:"kind"`
+	Metadata   ObjectMeta `json:"metadata"`
+	Spec       SensorSpec `json:"spec"`
+	Status     Opaque     `json:"status,omitempty"`
+}
+
+// SensorSpec is the body of a Sensor.
+type SensorSpec struct {
+	Dependencies         []EventDependency `json:"dependencies"`
+	Triggers             []Trigger         `json:"triggers"`
+	Template             Opaque            `json:"template,omitempty"`
+	ErrorOnFailedRound   bool              `json:"errorOnFailedRound,omitempty"`
+	EventBusName         string            `json:"eventBusName,omitempty"`
+	Replicas             *int32            `json:"replicas,omitempty"`
+	RevisionHistoryLimit *int32            `json:"revisionHistoryLimit,omitempty"`
+	LoggingFields        map[string]string `json:"loggingFields,omitempty"`
+}
+
+// EventDependency is one event a sensor waits for.
+type EventDependency struct {
+	Name                   string                      `json:"name"`
+	EventSourceName        string                      `json:"eventSourceName"`
+	EventName              string                      `json:"eventName"`
+	Filters                *EventDependencyFilter      `json:"filters,omitempty"`
+	Transform              *EventDependencyTransformer `json:"transform,omitempty"`
+	FiltersLogicalOperator string                      `json:"filtersLogicalOperator,omitempty"`
+}
+
+// EventDependencyTransformer rewrites an event before its filters run.
+type EventDependencyTransformer struct {
+	JQ     string `json:"jq,omitempty"`
+	Script string `json:"script,omitempty"`
+}
+
+// EventDependencyFilter holds the filters of a dependency.
+type EventDependencyFilter struct {
+	Time                *TimeFilter   `json:"time,omitempty"`
+	Context             *EventContext `json:"context,omitempty"`
+	Data                []DataFilter  `json:"data,omitempty"`
+	Exprs               []ExprFilter  `json:"exprs,omitempty"`
+	DataLogicalOperator string        `json:"dataLogicalOperator,omitempty"`
+	ExprLogicalOperator string        `json:"exprLogicalOperator,omitempty"`
+	Script              string        `json:"script,omitempty"`
+}
+
+// ExprFilter is Argo's expression filter.
+type ExprFilter struct {
+	Expr   string         `json:"expr"`
+	Fields []PayloadField `json:"fields"`
+}
+
+// PayloadField maps a path in the event data to a name an expression uses.
+type PayloadField struct {
+	Path string `json:"path"`
+	Name string `json:"name"`
+}
+
+// TimeFilter passes events inside a daily time window.
+type TimeFilter struct {
+	Start    string `json:"start"`
+	Stop     string `json:"stop"`
+	Timezone string `json:"timezone,omitempty"`
+}
+
+// DataFilter compares a value in the event data.
+type DataFilter struct {
+	Path       string   `json:"path"`
+	Type       string   `json:"type"`
+	Value      []string `json:"value"`
+	Comparator string   `json:"comparator,omitempty"`
+	Template   string   `json:"template,omitempty"`
+}
+
+// EventContext is a CloudEvent's context as Argo names it; filters compare against it.
+type EventContext struct {
+	ID              string `json:"id,omitempty"`
+	Source          string `json:"source,omitempty"`
+	SpecVersion     string `json:"specversion,omitempty"`
+	Type            string `json:"type,omitempty"`
+	DataContentType string `json:"datacontenttype,omitempty"`
+	Subject         string `json:"subject,omitempty"`
+	Time            string `json:"time,omitempty"`
+}
+
+// Trigger is what a sensor does when its condition holds.
+type Trigger struct {
+	Template      *TriggerTemplate   `json:"template,omitempty"`
+	Parameters    []TriggerParameter `json:"parameters,omitempty"`
+	Policy        *TriggerPolicy     `json:"policy,omitempty"`
+	RetryStrategy *Backoff           `json:"retryStrategy,omitempty"`
+	RateLimit     *RateLimit         `json:"rateLimit,omitempty"`
+	AtLeastOnce   bool               `json:"atLeastOnce,omitempty"`
+	DlqTrigger    *Trigger           `json:"dlqTrigger,omitempty"`
+}
+
+// Backoff is Argo's retry strategy.
+type Backoff struct {
+	Duration Opaque `json:"duration,omitempty"`
+	Factor   Opaque `json:"factor,omitempty"`
+	Jitter   Opaque `json:"jitter,omitempty"`
+	Steps    int32  `json:"steps,omitempty"`
+}
+
+// RateLimit caps how often a trigger runs.
+type RateLimit struct {
+	Unit            string `json:"unit,omitempty"`
+	RequestsPerUnit int32  `json:"requestsPerUnit,omitempty"`
+}
+
+// TriggerPolicy decides whether a trigger's outcome counts as success.
+type TriggerPolicy struct {
+	K8s    Opaque        `json:"k8s,omitempty"`
+	Status *StatusPolicy `json:"status,omitempty"`
+}
+
+// StatusPolicy lists the HTTP statuses that count as success.
+type StatusPolicy struct {
+	Allow []int32 `json:"allow"`
+}
+
+// TriggerTemplate names the trigger and holds exactly one trigger type.
+type TriggerTemplate struct {
+	Name            string                    `json:"name"`
+	Conditions      string                    `json:"conditions,omitempty"`
+	ConditionsReset []ConditionsResetCriteria `json:"conditionsReset,omitempty"`
+
+	HTTP *HTTPTrigger `json:"http,omitempty"`
+	Log  *LogTrigger  `json:"log,omitempty"`
+
+	K8s             Opaque `json:"k8s,omitempty"`
+	ArgoWorkflow    Opaque `json:"argoWorkflow,omitempty"`
+	AWSLambda       Opaque `json:"awsLambda,omitempty"`
+	Custom          Opaque `json:"custom,omitempty"`
+	Kafka           Opaque `json:"kafka,omitempty"`
+	NATS            Opaque `json:"nats,omitempty"`
+	Slack           Opaque `json:"slack,omitempty"`
+	OpenWhisk       Opaque `json:"openWhisk,omitempty"`
+	AzureEventHubs  Opaque `json:"azureEventHubs,omitempty"`
+	Pulsar          Opaque `json:"pulsar,omitempty"`
+	AzureServiceBus Opaque `json:"azureServiceBus,omitempty"`
+	Email           Opaque `json:"email,omitempty"`
+}
+
+// ConditionsResetCriteria resets a trigger's pending condition state.
+type ConditionsResetCriteria struct {
+	ByTime *ConditionsResetByTime `json:"byTime,omitempty"`
+}
+
+// ConditionsResetByTime resets on a cron schedule.
+type ConditionsResetByTime struct {
+	Cron     string `json:"cron,omitempty"`
+	Timezone string `json:"timezone,omitempty"`
+}
+
+// HTTPTrigger calls an HTTP endpoint.
+type HTTPTrigger struct {
+	URL            string             `json:"url"`
+	Payload        []TriggerParameter `json:"payload,omitempty"`
+	TLS            Opaque             `json:"tls,omitempty"`
+	Method         string             `json:"method,omitempty"`
+	Parameters     []TriggerParameter `json:"parameters,omitempty"`
+	Timeout        int64              `json:"timeout,omitempty"`
+	BasicAuth      Opaque             `json:"basicAuth,omitempty"`
+	Headers        map[string]string  `json:"headers,omitempty"`
+	SecureHeaders  Opaque             `json:"secureHeaders,omitempty"`
+	DynamicHeaders []TriggerParameter `json:"dynamicHeaders,omitempty"`
+	// Host is in Argo's schema but unused by Argo itself; accepted and ignored likewise.
+	Host string `json:"host,omitempty"`
+}
+
+// LogTrigger prints the events that fired the trigger.
+type LogTrigger struct {
+	IntervalSeconds uint64 `json:"intervalSeconds,omitempty"`
+}
+
+// TriggerParameter writes a value taken from an event into the trigger's payload or resource.
+type TriggerParameter struct {
+	Src       *TriggerParameterSource `json:"src,omitempty"`
+	Dest      string                  `json:"dest"`
+	Operation string                  `json:"operation,omitempty"`
+}
+
+// TriggerParameterSource says where a parameter's value comes from.
+type TriggerParameterSource struct {
+	DependencyName  string  `json:"dependencyName"`
+	ContextKey      string  `json:"contextKey,omitempty"`
+	ContextTemplate string  `json:"contextTemplate,omitempty"`
+	DataKey         string  `json:"dataKey,omitempty"`
+	DataTemplate    string  `json:"dataTemplate,omitempty"`
+	Value           *string `json:"value,omitempty"`
+	UseRawData      bool    `json:"useRawData,omitempty"`
+}
