@@ -1,0 +1,54 @@
+// Package kclient holds the franz-go client options every kevents stage shares, so that a
+// setting (brokers, client id, SASL later) is decided in one place.
+package kclient
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Config says how to reach the Kafka cluster.
+type Config struct {
+	Brokers  []string
+	ClientID string
+}
+
+// ParseBrokers splits a --brokers value ("host:port,host:port").
+func ParseBrokers(s string) ([]string, error) {
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		b = strings.TrimSpace(b)
+		if b == "" {
+			continue
+		}
+		if !strings.Contains(b, ":") {
+			return nil, fmt.Errorf("--brokers: %q; expected host:port", b)
+		}
+		out = append(out, b)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--brokers: empty; expected host:port[,host:port...]")
+	}
+	return out, nil
+}
+
+// Opts returns the base options for a client of this cluster followed by extra.
+func (c Config) Opts(extra ...kgo.Opt) []kgo.Opt {
+	id := c.ClientID
+	if id == "" {
+		id = "kevents"
+	}
+	return append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(id)}, extra...)
+}
+
+// NewClient returns a client of this cluster.
+func (c Config) NewClient(extra ...kgo.Opt) (*kgo.Client, error) {
+	cl, err := kgo.NewClient(c.Opts(extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client for %s: %w", strings.Join(c.Brokers, ","), err)
+	}
+	return cl, nil
+}

@@ -1,0 +1,195 @@
+// Package sensor is stage 1 and 2 of kevents: it matches events against the dependencies of
+// every loaded sensor, applies filters, and emits trigger commands in Kafka transactions.
+package sensor
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kevents/kevents/api"
+	"github.com/kevents/kevents/trigger"
+)
+
+// compiled is a sensor ready to run: every filter parsed, every trigger checked.
+type compiled struct {
+	namespace, name string
+	deps            map[string]*dependency
+	triggers        []*compiledTrigger
+}
+
+type dependency struct {
+	api.EventDependency
+	data   []dataFilter
+	dataOr bool
+	// triggers are those that one event of this dependency fires.
+	triggers []*compiledTrigger
+}
+
+type compiledTrigger struct {
+	def   api.Trigger
+	name  string
+	retry *trigger.Retry
+}
+
+// Check loads a sensor as the pool would and returns every reason it cannot run, naming the
+// sensor, dependency or trigger. Errors for parts kevents does not run yet wrap
+// api.ErrNotSupported.
+func Check(s *api.Sensor) error {
+	_, err := compile(s)
+	return err
+}
+
+func compile(s *api.Sensor) (*compiled, error) {
+	c := &compiled{namespace: namespaceOf(s.Metadata), name: s.Metadata.Name, deps: map[string]*dependency{}}
+	var errs []error
+	for i, d := range s.Spec.Dependencies {
+		path := fmt.Sprintf("spec.dependencies[%d] (%s)", i, d.Name)
+		dep := &dependency{EventDependency: d}
+		if d.Transform != nil {
+			errs = append(errs, fmt.Errorf("%s.transform: %w", path, api.NotSupported("dependency feature", "transform")))
+		}
+		if f := d.Filters; f != nil {
+			for name, set := range map[string]bool{"exprs": len(f.Exprs) > 0, "context": f.Context != nil, "time": f.Time != nil, "script": f.Script != ""} {
+				if set {
+					errs = append(errs, fmt.Errorf("%s.filters.%s: %w", path, name, api.NotSupported("filter", name)))
+				}
+			}
+			var err error
+			dep.data, err = compileDataFilters(path+".filters.data", f.Data)
+			errs = append(errs, err)
+			dep.dataOr = f.DataLogicalOperator == "or"
+		}
+		c.deps[d.Name] = dep
+	}
+	for i := range s.Spec.Triggers {
+		t := s.Spec.Triggers[i]
+		path := fmt.Sprintf("spec.triggers[%d]", i)
+		if t.Template == nil {
+			continue // api.Validate reported it
+		}
+		path += " (" + t.Template.Name + ")"
+		ct := &compiledTrigger{def: t, name: t.Template.Name}
+		if err := trigger.Check(t.Template); err != nil {
+			errs = append(errs, fmt.Errorf("%s.template: %w", path, err))
+		}
+		if len(t.Template.ConditionsReset) > 0 {
+			errs = append(errs, fmt.Errorf("%s.template.conditionsReset: %w", path, api.NotSupported("trigger feature", "conditionsReset")))
+		}
+		if t.DlqTrigger != nil {
+			errs = append(errs, fmt.Errorf("%s.dlqTrigger: %w", path, api.NotSupported("trigger feature", "dlqTrigger")))
+		}
+		if t.RateLimit != nil {
+			errs = append(errs, fmt.Errorf("%s.rateLimit: %w", path, api.NotSupported("trigger feature", "rateLimit")))
+		}
+		if t.Policy != nil {
+			errs = append(errs, fmt.Errorf("%s.policy: %w", path, api.NotSupported("trigger feature", "policy")))
+		}
+		retry, err := compileRetry(t.RetryStrategy)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s.retryStrategy: %w", path, err))
+		}
+		ct.retry = retry
+		fireOn, err := singleEventDeps(t.Template.Conditions, s.Spec.Dependencies)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s.template.conditions: %w", path, err))
+		}
+		for _, name := range fireOn {
+			if d := c.deps[name]; d != nil {
+				d.triggers = append(d.triggers, ct)
+			}
+		}
+		c.triggers = append(c.triggers, ct)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("sensor %s/%s: %w", c.namespace, c.name, err)
+	}
+	return c, nil
+}
+
+var conditionToken = regexp.MustCompile(`\|\||&&|[()!]|[^\s()|&!]+`)
+
+// singleEventDeps returns the dependencies one event of which satisfies the trigger's
+// condition. Conditions that need several events at once (the default AND of several
+// dependencies, or &&) come with the join stage and are refused as not supported yet.
+func singleEventDeps(conditions string, deps []api.EventDependency) ([]string, error) {
+	known := map[string]bool{}
+	for _, d := range deps {
+		known[d.Name] = true
+	}
+	if strings.TrimSpace(conditions) == "" {
+		if len(deps) == 1 {
+			return []string{deps[0].Name}, nil
+		}
+		return nil, api.NotSupported("condition", "all of "+strconv.Itoa(len(deps))+" dependencies (AND)")
+	}
+	var names []string
+	seen := map[string]bool{}
+	for _, tok := range conditionToken.FindAllString(conditions, -1) {
+		switch tok {
+		case "||", "(", ")":
+		case "&&", "!":
+			return nil, api.NotSupported("condition", conditions)
+		default:
+			if !known[tok] {
+				return nil, fmt.Errorf("%q names dependency %q, which the sensor does not have", conditions, tok)
+			}
+			if !seen[tok] {
+				names = append(names, tok)
+				seen[tok] = true
+			}
+		}
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%q names no dependency", conditions)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// compileRetry turns Argo's retryStrategy into durations. Argo reads an integer duration as
+// nanoseconds and a string as a Go duration; steps default to 1, factor to 1.
+func compileRetry(b *api.Backoff) (*trigger.Retry, error) {
+	if b == nil {
+		return nil, nil
+	}
+	r := &trigger.Retry{Steps: int(b.Steps), Duration: time.Second, Factor: 1}
+	if r.Steps < 1 {
+		r.Steps = 1
+	}
+	if len(b.Duration) > 0 {
+		s := strings.Trim(string(b.Duration), `"`)
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			r.Duration = time.Duration(n)
+		} else if d, err := time.ParseDuration(s); err == nil {
+			r.Duration = d
+		} else {
+			return nil, fmt.Errorf("duration: %s; expected a duration such as \"3s\"", b.Duration)
+		}
+	}
+	if len(b.Factor) > 0 {
+		f, err := strconv.ParseFloat(strings.Trim(string(b.Factor), `"`), 64)
+		if err != nil || f <= 0 {
+			return nil, fmt.Errorf("factor: %s; expected a positive number", b.Factor)
+		}
+		r.Factor = f
+	}
+	if len(b.Jitter) > 0 {
+		// Jitter only spreads retry times; the first-cut executor retries on a fixed schedule.
+		if _, err := strconv.ParseFloat(strings.Trim(string(b.Jitter), `"`), 64); err != nil {
+			return nil, fmt.Errorf("jitter: %s; expected a number", b.Jitter)
+		}
+	}
+	return r, nil
+}
+
+func namespaceOf(m api.ObjectMeta) string {
+	if m.Namespace == "" {
+		return "default"
+	}
+	return m.Namespace
+}

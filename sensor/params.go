@@ -1,0 +1,204 @@
+package sensor
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"text/template"
+	"time"
+
+	sprig "github.com/Masterminds/sprig/v3"
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+
+	"github.com/kevents/kevents/api"
+)
+
+// params resolves Argo's trigger parameters against the events that fired a trigger, with
+// Argo's semantics: a template wins over a key, a key over the default value, and a value that
+// cannot be resolved falls back to the default when there is one.
+type params map[string]*cloudevents.Event
+
+// valueKind tells whether a resolved value is a plain string or raw JSON (object, array, number,
+// bool), which matters for useRawData.
+type valueKind int
+
+const (
+	kindString valueKind = iota
+	kindRaw
+)
+
+func (p params) Value(src *api.TriggerParameterSource) (*string, error) {
+	v, _, err := p.resolve(src)
+	return v, err
+}
+
+func (p params) resolve(src *api.TriggerParameterSource) (*string, valueKind, error) {
+	if src == nil {
+		return nil, kindString, errors.New("src: missing")
+	}
+	e, ok := p[src.DependencyName]
+	if !ok {
+		// The dependency did not take part in this firing (an || condition): only the default.
+		return src.Value, kindString, nil
+	}
+	var (
+		doc       []byte
+		key, tmpl string
+		err       error
+	)
+	switch {
+	case src.DataKey != "" || src.DataTemplate != "":
+		key, tmpl = src.DataKey, src.DataTemplate
+		doc, err = dataAsJSON(e)
+	case src.ContextKey != "" || src.ContextTemplate != "":
+		key, tmpl = src.ContextKey, src.ContextTemplate
+		doc, err = contextAsJSON(e)
+	default:
+		if src.Value != nil {
+			return src.Value, kindString, nil
+		}
+		whole, err := json.Marshal(map[string]any{"context": contextMap(e), "data": json.RawMessage(mustJSON(e))})
+		s := string(whole)
+		return &s, kindString, err
+	}
+	if err != nil {
+		if src.Value != nil {
+			return src.Value, kindString, nil
+		}
+		return nil, kindString, fmt.Errorf("dependency %q: %w", src.DependencyName, err)
+	}
+	var errs []error
+	if tmpl != "" {
+		out, err := executeTemplate(tmpl, doc)
+		if err == nil {
+			return &out, kindString, nil
+		}
+		errs = append(errs, err)
+	}
+	if key != "" {
+		res := gjson.GetBytes(doc, key)
+		if res.Exists() {
+			var s string
+			kind := kindRaw
+			switch res.Type {
+			case gjson.String:
+				s, kind = res.String(), kindString
+			default:
+				s = res.Raw
+			}
+			return &s, kind, nil
+		}
+		errs = append(errs, fmt.Errorf("key %q does not exist in the event", key))
+	}
+	if src.Value != nil {
+		return src.Value, kindString, nil
+	}
+	return nil, kindString, fmt.Errorf("dependency %q: cannot resolve the parameter: %w", src.DependencyName, errors.Join(errs...))
+}
+
+// Apply sets each parameter at its dest in doc, as Argo's ApplyParams does.
+func (p params) Apply(doc []byte, ps []api.TriggerParameter) ([]byte, error) {
+	for i, param := range ps {
+		v, kind, err := p.resolve(param.Src)
+		if err != nil {
+			return nil, fmt.Errorf("parameters[%d]: %w", i, err)
+		}
+		if v == nil {
+			continue
+		}
+		value := *v
+		switch param.Operation {
+		case "append", "prepend":
+			if cur := gjson.GetBytes(doc, param.Dest); cur.Exists() {
+				kind = kindString
+				if param.Operation == "append" {
+					value = cur.String() + value
+				} else {
+					value += cur.String()
+				}
+			}
+		}
+		if doc, err = setValue(doc, param.Dest, value, kind, param.Src.UseRawData); err != nil {
+			return nil, fmt.Errorf("parameters[%d].dest %q: %w", i, param.Dest, err)
+		}
+	}
+	return doc, nil
+}
+
+// Payload builds a document from parameters alone, as Argo's ConstructPayload does: a parameter
+// with an empty dest is the whole payload.
+func (p params) Payload(ps []api.TriggerParameter) ([]byte, error) {
+	var doc []byte
+	for i, param := range ps {
+		v, kind, err := p.resolve(param.Src)
+		if err != nil {
+			return nil, fmt.Errorf("payload[%d]: %w", i, err)
+		}
+		if param.Dest == "" {
+			if v != nil {
+				return []byte(*v), nil
+			}
+			continue
+		}
+		if v == nil {
+			continue
+		}
+		if doc, err = setValue(doc, param.Dest, *v, kind, param.Src.UseRawData); err != nil {
+			return nil, fmt.Errorf("payload[%d].dest %q: %w", i, param.Dest, err)
+		}
+	}
+	return doc, nil
+}
+
+func setValue(doc []byte, dest, value string, kind valueKind, raw bool) ([]byte, error) {
+	if raw && kind == kindRaw {
+		return sjson.SetRawBytes(doc, dest, []byte(value))
+	}
+	return sjson.SetBytes(doc, dest, value)
+}
+
+func executeTemplate(tmpl string, doc []byte) (string, error) {
+	t, err := template.New("param").Funcs(sprig.TxtFuncMap()).Parse(tmpl)
+	if err != nil {
+		return "", fmt.Errorf("template %q: %w", tmpl, err)
+	}
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, map[string]any{"Input": gjson.ParseBytes(doc).Value()}); err != nil {
+		return "", fmt.Errorf("template %q: %w", tmpl, err)
+	}
+	out := buf.String()
+	if out == "" || out == "<no value>" {
+		return "", fmt.Errorf("template %q evaluated to no value", tmpl)
+	}
+	return out, nil
+}
+
+// dataAsJSON returns the event's data as JSON; Argo's parameters and filters read JSON only.
+func dataAsJSON(e *cloudevents.Event) ([]byte, error) {
+	data := e.Data()
+	if !json.Valid(data) {
+		return nil, fmt.Errorf("event data is not JSON (content type %q)", e.DataContentType())
+	}
+	return data, nil
+}
+
+func mustJSON(e *cloudevents.Event) []byte {
+	if d, err := dataAsJSON(e); err == nil {
+		return d
+	}
+	b, _ := json.Marshal(string(e.Data()))
+	return b
+}
+
+// contextMap is the event context as Argo names its fields.
+func contextMap(e *cloudevents.Event) map[string]string {
+	return map[string]string{
+		"id": e.ID(), "source": e.Source(), "specversion": e.SpecVersion(), "type": e.Type(),
+		"datacontenttype": e.DataContentType(), "subject": e.Subject(), "time": e.Time().Format(time.RFC3339Nano),
+	}
+}
+
+func contextAsJSON(e *cloudevents.Event) ([]byte, error) { return json.Marshal(contextMap(e)) }

@@ -1,0 +1,269 @@
+// Package source runs EventSources: it turns outside events into CloudEvents and produces them
+// to each EventSource's own topic, acknowledging the outside system only after Kafka did.
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kevents/kevents/api"
+	"github.com/kevents/kevents/internal/cloudevent"
+	"github.com/kevents/kevents/internal/metrics"
+	"github.com/kevents/kevents/internal/secrets"
+	"github.com/kevents/kevents/topology"
+)
+
+// Publisher hands events to Kafka. Publish returns only once Kafka acknowledged the record (or
+// ctx ended, or Kafka refused it): callers acknowledge their outside system after it returns nil.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, e cloudevents.Event) error
+}
+
+// KafkaPublisher produces with franz-go's idempotent producer.
+type KafkaPublisher struct{ Client *kgo.Client }
+
+// Publish implements Publisher. Concurrent calls are batched by the client.
+func (p KafkaPublisher) Publish(ctx context.Context, topic string, e cloudevents.Event) error {
+	rec, err := cloudevent.ToRecord(ctx, e, topic, nil)
+	if err != nil {
+		return err
+	}
+	return p.Client.ProduceSync(ctx, rec).FirstErr()
+}
+
+// Env is what source types may use.
+type Env struct {
+	Topology  *topology.Topology
+	Publisher Publisher
+	Secrets   secrets.Resolver
+	Metrics   *metrics.Metrics
+	Logger    *slog.Logger
+	// PublishTimeout bounds how long a push source waits for Kafka before answering its caller
+	// with a failure (503 for webhooks).
+	PublishTimeout time.Duration
+	routes         *routes
+}
+
+// Build is what a constructor gets: one event of one EventSource.
+type Build struct {
+	EventSource *api.EventSource
+	Event       api.Event
+	Topic       string
+	Env         *Env
+}
+
+// Source is a running pull source. Push sources (webhooks) register HTTP routes instead and
+// return a nil Source.
+type Source interface {
+	Run(ctx context.Context) error
+}
+
+// Spec describes a source type and drives validation and docs.
+type Spec struct {
+	Summary string
+	// Check validates one event of this type at load time; nil means no extra checks.
+	Check func(ev api.Event) error
+}
+
+// Constructor builds the runtime of one event.
+type Constructor func(b Build) (Source, error)
+
+type entry struct {
+	spec Spec
+	ctor Constructor
+}
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]entry{}
+)
+
+// Register adds a source type under the name of its field in Argo's EventSource spec. It
+// panics on a duplicate: that is a programming error.
+func Register(name string, spec Spec, ctor Constructor) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic(fmt.Sprintf("source: type %q registered twice", name))
+	}
+	registry[name] = entry{spec: spec, ctor: ctor}
+}
+
+func lookup(name string) (entry, error) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	e, ok := registry[name]
+	if !ok {
+		return entry{}, api.NotSupported("eventsource type", name)
+	}
+	return e, nil
+}
+
+// Types lists the registered source types with their summaries.
+func Types() map[string]string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	out := make(map[string]string, len(registry))
+	for name, e := range registry {
+		out[name] = e.spec.Summary
+	}
+	return out
+}
+
+// Check returns every reason the EventSource cannot run; errors for source types kevents does
+// not run yet wrap api.ErrNotSupported.
+func Check(es *api.EventSource) error {
+	var errs []error
+	for _, ev := range es.Spec.Events() {
+		e, err := lookup(ev.Type)
+		if err == nil && e.spec.Check != nil {
+			err = e.spec.Check(ev)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("spec.%s.%s: %w", ev.Type, ev.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Run builds every event of the given EventSources, serves the HTTP routes push sources
+// registered, and runs pull sources until ctx ends. It returns once the HTTP listeners are
+// bound (so callers can send requests), with a wait function that blocks until everything
+// stopped.
+func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func() error, err error) {
+	if env.Logger == nil {
+		env.Logger = slog.Default()
+	}
+	if env.PublishTimeout <= 0 {
+		env.PublishTimeout = 10 * time.Second
+	}
+	env.routes = &routes{byPort: map[int]*http.ServeMux{}, paths: map[string]string{}}
+	var pulls []Source
+	var errs []error
+	for _, es := range sources {
+		if err := Check(es); err != nil {
+			errs = append(errs, fmt.Errorf("eventsource %s: %w", es.Metadata.Name, err))
+			continue
+		}
+		for _, ev := range es.Spec.Events() {
+			e, _ := lookup(ev.Type)
+			src, err := e.ctor(Build{EventSource: es, Event: ev, Topic: env.Topology.SourceTopic(namespaceOf(es), es.Metadata.Name), Env: env})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("eventsource %s: spec.%s.%s: %w", es.Metadata.Name, ev.Type, ev.Name, err))
+				continue
+			}
+			if src != nil {
+				pulls = append(pulls, src)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	servers, err := env.routes.listen()
+	if err != nil {
+		return nil, err
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, len(pulls)+len(servers))
+	for _, s := range servers {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("webhook server on %s: %w", s.ln.Addr(), err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			<-ctx.Done()
+			// In-flight requests finish (and get their answer from Kafka) before we return.
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), env.PublishTimeout+time.Second)
+			defer cancel()
+			_ = s.srv.Shutdown(shutdownCtx)
+		}()
+	}
+	for _, p := range pulls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Run(ctx); err != nil && ctx.Err() == nil {
+				errc <- err
+			}
+		}()
+	}
+	return func() error {
+		wg.Wait()
+		close(errc)
+		var errs []error
+		for err := range errc {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	}, nil
+}
+
+// routes collects the HTTP handlers of push sources: several events may share a port, as in
+// Argo, each on its own endpoint.
+type routes struct {
+	byPort map[int]*http.ServeMux
+	paths  map[string]string // "port path" → owner, to refuse two owners of one endpoint
+}
+
+func (r *routes) add(port int, path, owner string, h http.Handler) error {
+	k := strconv.Itoa(port) + " " + path
+	if other, dup := r.paths[k]; dup {
+		return fmt.Errorf("endpoint %s on port %d is already served by %s", path, port, other)
+	}
+	r.paths[k] = owner
+	mux := r.byPort[port]
+	if mux == nil {
+		mux = http.NewServeMux()
+		r.byPort[port] = mux
+	}
+	mux.Handle(path, h)
+	return nil
+}
+
+type server struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+func (r *routes) listen() ([]server, error) {
+	ports := make([]int, 0, len(r.byPort))
+	for p := range r.byPort {
+		ports = append(ports, p)
+	}
+	sort.Ints(ports)
+	var out []server
+	for _, p := range ports {
+		ln, err := net.Listen("tcp", ":"+strconv.Itoa(p))
+		if err != nil {
+			for _, s := range out {
+				s.ln.Close()
+			}
+			return nil, fmt.Errorf("webhook port %d: %w", p, err)
+		}
+		out = append(out, server{srv: &http.Server{Handler: r.byPort[p], ReadHeaderTimeout: 10 * time.Second}, ln: ln})
+	}
+	return out, nil
+}
+
+func namespaceOf(es *api.EventSource) string {
+	if es.Metadata.Namespace == "" {
+		return "default"
+	}
+	return es.Metadata.Namespace
+}

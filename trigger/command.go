@@ -1,0 +1,65 @@
+// Package trigger is the executor side of kevents: the command a sensor emits, the registry of
+// trigger types, and the pool that executes commands from the commands topic.
+package trigger
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Command is one trigger execution, fully rendered by the sensor: the executor needs nothing
+// but the command (and secrets, which commands carry only as references).
+type Command struct {
+	// ID is the idempotency key: a hash of sensor, trigger and the input event ids (see
+	// CommandID). A redelivered command has the same ID.
+	ID        string     `json:"id"`
+	Namespace string     `json:"namespace"`
+	Sensor    string     `json:"sensor"`
+	Trigger   string     `json:"trigger"`
+	Type      string     `json:"type"` // trigger type: "http", "log", ...
+	Events    []EventRef `json:"events"`
+	// Spec is the type's rendered request (HTTPRequest for "http", LogRequest for "log").
+	Spec      json.RawMessage `json:"spec"`
+	Retry     *Retry          `json:"retry,omitempty"`
+	CreatedAt time.Time       `json:"createdAt"`
+}
+
+// EventRef names one input event of a command, for logs and audit.
+type EventRef struct {
+	Dependency  string    `json:"dependency"`
+	ID          string    `json:"id"`
+	EventSource string    `json:"eventSource"`
+	EventName   string    `json:"eventName"`
+	Time        time.Time `json:"time"`
+}
+
+// Retry is a trigger's retryStrategy, resolved to durations.
+type Retry struct {
+	Steps    int           `json:"steps"`
+	Duration time.Duration `json:"duration"`
+	Factor   float64       `json:"factor"`
+}
+
+// Key is the Kafka record key of a command: commands of one trigger share a partition so the
+// executor runs them in order.
+func (c *Command) Key() string { return c.Namespace + "/" + c.Sensor + "/" + c.Trigger }
+
+// CommandID hashes the sensor, the trigger and the ids of the input events (in dependency
+// order) into the command's idempotency key, so that re-processing the same events after a
+// crash yields the same id.
+func CommandID(namespace, sensor, trigger string, events []EventRef) string {
+	refs := append([]EventRef(nil), events...)
+	sort.Slice(refs, func(i, j int) bool { return refs[i].Dependency < refs[j].Dependency })
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\x00%s\x00%s", namespace, sensor, trigger)
+	for _, r := range refs {
+		fmt.Fprintf(&b, "\x00%s=%s/%s/%s", r.Dependency, r.EventSource, r.EventName, r.ID)
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return hex.EncodeToString(sum[:16])
+}

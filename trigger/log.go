@@ -1,0 +1,85 @@
+package trigger
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+)
+
+// LogRequest is the rendered body of a log trigger: the events that fired it.
+type LogRequest struct {
+	IntervalSeconds uint64     `json:"intervalSeconds,omitempty"`
+	Events          []LogEvent `json:"events"`
+}
+
+// LogEvent is one event printed by a log trigger.
+type LogEvent struct {
+	Dependency string `json:"dependency"`
+	Data       string `json:"data"`
+}
+
+func init() {
+	Register("log", Spec{
+		Summary: "Prints the events that fired the trigger to the log.",
+		Render:  renderLog,
+	}, func(env Env) (Executor, error) {
+		logger := env.Logger
+		if logger == nil {
+			logger = slog.Default()
+		}
+		return &logExecutor{logger: logger, last: map[string]time.Time{}}, nil
+	})
+}
+
+func renderLog(in RenderInput) (json.RawMessage, error) {
+	req := LogRequest{IntervalSeconds: in.Template.Log.IntervalSeconds}
+	deps := make([]string, 0, len(in.Events))
+	for d := range in.Events {
+		deps = append(deps, d)
+	}
+	sort.Strings(deps)
+	for _, d := range deps {
+		req.Events = append(req.Events, LogEvent{Dependency: d, Data: string(in.Events[d].Data())})
+	}
+	return json.Marshal(req)
+}
+
+type logExecutor struct {
+	logger *slog.Logger
+	mu     sync.Mutex
+	last   map[string]time.Time // by command key, for intervalSeconds
+}
+
+func (x *logExecutor) Execute(_ context.Context, cmd *Command) error {
+	var r LogRequest
+	if err := json.Unmarshal(cmd.Spec, &r); err != nil {
+		return fmt.Errorf("log trigger: malformed command %s: %w", cmd.ID, err)
+	}
+	if r.IntervalSeconds > 0 {
+		// Argo's intervalSeconds: print at most once per interval per trigger.
+		x.mu.Lock()
+		now := time.Now()
+		if now.Sub(x.last[cmd.Key()]) < time.Duration(r.IntervalSeconds)*time.Second {
+			x.mu.Unlock()
+			return nil
+		}
+		x.last[cmd.Key()] = now
+		x.mu.Unlock()
+	}
+	refs := make(map[string]EventRef, len(cmd.Events))
+	for _, ref := range cmd.Events {
+		refs[ref.Dependency] = ref
+	}
+	for _, e := range r.Events {
+		ref := refs[e.Dependency]
+		x.logger.Info("log trigger",
+			"sensor", cmd.Sensor, "trigger", cmd.Trigger, "dependency", e.Dependency,
+			"eventSource", ref.EventSource, "event", ref.EventName, "eventID", ref.ID,
+			"commandID", cmd.ID, "data", e.Data)
+	}
+	return nil
+}

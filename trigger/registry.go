@@ -1,0 +1,152 @@
+package trigger
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/kevents/kevents/api"
+	"github.com/kevents/kevents/internal/secrets"
+)
+
+// Params applies Argo's trigger parameters against the events that fired a trigger. The sensor
+// implements it; trigger types use it while rendering.
+type Params interface {
+	// Apply sets each parameter's value at its dest path in doc (Argo's ApplyParams).
+	Apply(doc []byte, params []api.TriggerParameter) ([]byte, error)
+	// Payload builds a JSON document from the parameters alone (Argo's ConstructPayload).
+	Payload(params []api.TriggerParameter) ([]byte, error)
+	// Value resolves one parameter source; nil when it resolves to nothing.
+	Value(src *api.TriggerParameterSource) (*string, error)
+}
+
+// RenderInput is what a trigger type renders a command body from.
+type RenderInput struct {
+	// Template has the trigger-level parameters already applied.
+	Template *api.TriggerTemplate
+	Events   map[string]*cloudevents.Event // by dependency name
+	Params   Params
+}
+
+// Env is what executors may use.
+type Env struct {
+	Logger  *slog.Logger
+	Secrets secrets.Resolver
+	// HTTPClient is used by trigger types that speak HTTP; nil means a default client.
+	HTTPClient *http.Client
+}
+
+// Executor runs the commands of one trigger type. Execute may be called concurrently.
+type Executor interface {
+	Execute(ctx context.Context, cmd *Command) error
+}
+
+// Spec describes a trigger type and drives validation and docs.
+type Spec struct {
+	Summary string
+	// Render turns a trigger template into the command spec. It runs in the sensor.
+	Render func(in RenderInput) (json.RawMessage, error)
+	// Check validates a template of this type at load time; nil means no extra checks.
+	Check func(t *api.TriggerTemplate) error
+}
+
+// Constructor builds the executor of a trigger type.
+type Constructor func(env Env) (Executor, error)
+
+type entry struct {
+	spec Spec
+	ctor Constructor
+}
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]entry{}
+)
+
+// Register adds a trigger type under the name of its field in Argo's trigger template
+// ("http", "log", ...). It panics on a duplicate name: that is a programming error.
+func Register(name string, spec Spec, ctor Constructor) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic(fmt.Sprintf("trigger: type %q registered twice", name))
+	}
+	registry[name] = entry{spec: spec, ctor: ctor}
+}
+
+func lookup(name string) (entry, error) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	e, ok := registry[name]
+	if !ok {
+		return entry{}, api.NotSupported("trigger type", name)
+	}
+	return e, nil
+}
+
+// Types lists the registered trigger types with their summaries, sorted by name.
+func Types() map[string]string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	out := make(map[string]string, len(registry))
+	for name, e := range registry {
+		out[name] = e.spec.Summary
+	}
+	return out
+}
+
+// Check validates a trigger template: its type is supported and its fields make sense.
+func Check(t *api.TriggerTemplate) error {
+	typ, err := t.Type()
+	if err != nil {
+		return err
+	}
+	e, err := lookup(typ)
+	if err != nil {
+		return err
+	}
+	if e.spec.Check != nil {
+		return e.spec.Check(t)
+	}
+	return nil
+}
+
+// Render renders the command spec of a template and returns its type.
+func Render(in RenderInput) (string, json.RawMessage, error) {
+	typ, err := in.Template.Type()
+	if err != nil {
+		return "", nil, err
+	}
+	e, err := lookup(typ)
+	if err != nil {
+		return "", nil, err
+	}
+	spec, err := e.spec.Render(in)
+	return typ, spec, err
+}
+
+// newExecutors builds one executor per registered type.
+func newExecutors(env Env) (map[string]Executor, error) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	names := make([]string, 0, len(registry))
+	for name := range registry {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	out := make(map[string]Executor, len(names))
+	for _, name := range names {
+		x, err := registry[name].ctor(env)
+		if err != nil {
+			return nil, fmt.Errorf("trigger type %s: %w", name, err)
+		}
+		out[name] = x
+	}
+	return out, nil
+}
