@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -51,14 +52,16 @@ func (s validateSummary) failed() bool { return s.Unsupported+s.Invalid > 0 }
 // writeValidation prints one line per document and the summary.
 func writeValidation(w io.Writer, docs []checked) validateSummary {
 	var s validateSummary
+	// One line per document: the reasons a document cannot run are joined with "; ".
+	oneLine := func(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
 	for _, d := range docs {
 		switch {
 		case d.Err != nil && isOnlyUnsupported(d.Err):
 			s.Unsupported++
-			fmt.Fprintf(w, "unsupported %v\n", d.Err)
+			fmt.Fprintf(w, "unsupported %s\n", oneLine(d.Err))
 		case d.Err != nil:
 			s.Invalid++
-			fmt.Fprintf(w, "invalid     %v\n", d.Err)
+			fmt.Fprintf(w, "invalid     %s\n", oneLine(d.Err))
 		case d.Skipped != "":
 			s.Skipped++
 			fmt.Fprintf(w, "skipped     %s: %s\n", d.Document, d.Skipped)

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/kevents/kevents/api"
+)
+
+const corpus = "../../../shared/argo-examples"
+
+// TestArgoExamples loads Argo Events' own examples: every document either runs, is refused as
+// "not supported yet", or has a genuine error that Argo silently ignores.
+func TestArgoExamples(t *testing.T) {
+	docs, err := checkDocuments([]string{corpus})
+	if err != nil {
+		t.Skipf("Argo examples corpus not found beside the repository: %v", err)
+	}
+	// The genuine errors in Argo's examples: trigger-level fields put under template:, and a
+	// misspelt trigger type (openwhisk for openWhisk). Argo ignores all three silently.
+	wantInvalid := map[string]string{
+		"trigger-with-atleast-once-semantics.yaml": `spec.triggers[0].template.atLeastOnce: unknown field`,
+		"trigger-with-policy.yaml":                 `spec.triggers[0].template.policy: unknown field`,
+		"trigger-openwhisk.yaml":                   `spec.triggers[0].template.openwhisk: unknown field`,
+	}
+	var ok, invalid, unsupported, skipped []string
+	for _, d := range docs {
+		name := filepath.Base(d.File)
+		switch {
+		case d.Err != nil && isOnlyUnsupported(d.Err):
+			unsupported = append(unsupported, name)
+			if !strings.Contains(d.Err.Error(), "not supported yet: ") {
+				t.Errorf("%s: unsupported without saying so: %v", d.Document, d.Err)
+			}
+		case d.Err != nil:
+			invalid = append(invalid, name)
+			want, known := wantInvalid[name]
+			if !known {
+				t.Errorf("%s: unexpected error: %v", d.Document, d.Err)
+			} else if !strings.Contains(d.Err.Error(), want) {
+				t.Errorf("%s: error %q does not say %q", d.Document, d.Err, want)
+			}
+		case d.Skipped != "":
+			skipped = append(skipped, name)
+		default:
+			ok = append(ok, name)
+		}
+	}
+	sort.Strings(invalid)
+	if len(invalid) != len(wantInvalid) {
+		t.Errorf("invalid documents %v, want exactly %d: the files of %v", invalid, len(wantInvalid), wantInvalid)
+	}
+	if len(docs) != 111 {
+		t.Errorf("corpus has %d documents, want 111", len(docs))
+	}
+	// Loads: everything but the three genuine errors and the WorkflowTemplate beside a Sensor.
+	if loaded := len(ok) + len(unsupported); loaded != 107 {
+		t.Errorf("%d documents load, want 107", loaded)
+	}
+	for _, want := range []string{"webhook.yaml", "log.yaml", "http-trigger.yaml"} {
+		if !contains(ok, want) {
+			t.Errorf("%s does not run; it should (ok: %v)", want, ok)
+		}
+	}
+	if len(skipped) != 1 || skipped[0] != "sensor-to-existing-workflow-template.yaml" {
+		t.Errorf("skipped %v, want the WorkflowTemplate of sensor-to-existing-workflow-template.yaml", skipped)
+	}
+
+	var out bytes.Buffer
+	s := writeValidation(&out, docs)
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != len(docs)+1 {
+		t.Errorf("validate printed %d lines for %d documents, want one per document and a summary", len(lines), len(docs))
+	}
+	if !s.failed() || !strings.HasPrefix(lines[len(lines)-1], "111 documents: ") {
+		t.Errorf("summary %q, failed=%v", lines[len(lines)-1], s.failed())
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestValidateCommand(t *testing.T) {
+	run := func(args ...string) (string, error) {
+		cmd := newRootCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs(args)
+		err := cmd.Execute()
+		return out.String(), err
+	}
+	out, err := run("validate", "-f", "../../examples/quickstart")
+	if err != nil || !strings.Contains(out, "2 documents: 2 ok") {
+		t.Errorf("quickstart: err %v, output:\n%s", err, out)
+	}
+	out, err = run("validate", "-f", filepath.Join(corpus, "event-sources", "aws-sqs.yaml"))
+	if err == nil || !strings.Contains(out, `not supported yet: eventsource type "sqs"`) {
+		t.Errorf("sqs: want a non-zero exit and the not-supported line; err %v, output:\n%s", err, out)
+	}
+	if _, err = run("validate", "-f", "does-not-exist.yaml"); err == nil {
+		t.Error("a missing path must fail")
+	}
+}
+
+func TestCheckDocumentsNamesTheField(t *testing.T) {
+	docs := api.Parse("bad.yaml", []byte(`apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata:
+  name: s
+spec:
+  dependencies:
+    - name: d
+      eventSourceName: es
+      eventName: e
+      filter: {}
+  triggers:
+    - template:
+        name: t
+        log: {}
+`))
+	if len(docs) != 1 || docs[0].Err == nil {
+		t.Fatalf("want one document with an error, got %+v", docs)
+	}
+	msg := docs[0].Err.Error()
+	for _, want := range []string{"bad.yaml#1", "Sensor/s", "line 10", "spec.dependencies[0].filter: unknown field", "filters"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not contain %q", msg, want)
+		}
+	}
+	if errors.Is(docs[0].Err, api.ErrNotSupported) {
+		t.Error("an unknown field is a mistake, not 'not supported yet'")
+	}
+}
