@@ -158,7 +158,7 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 		}
 		for _, ev := range es.Spec.Events() {
 			e, _ := lookup(ev.Type)
-			src, err := e.ctor(Build{EventSource: es, Event: ev, Topic: env.Topology.SourceTopic(namespaceOf(es), es.Metadata.Name), Env: env})
+			src, err := e.ctor(Build{EventSource: es, Event: ev, Topic: env.Topology.SourceTopic(es.Metadata.Namespace, es.Metadata.Name), Env: env})
 			if err != nil {
 				errs = append(errs, fmt.Errorf("eventsource %s: spec.%s.%s: %w", es.Metadata.Name, ev.Type, ev.Name, err))
 				continue
@@ -259,11 +259,4 @@ func (r *routes) listen() ([]server, error) {
 		out = append(out, server{srv: &http.Server{Handler: r.byPort[p], ReadHeaderTimeout: 10 * time.Second}, ln: ln})
 	}
 	return out, nil
-}
-
-func namespaceOf(es *api.EventSource) string {
-	if es.Metadata.Namespace == "" {
-		return "default"
-	}
-	return es.Metadata.Namespace
 }

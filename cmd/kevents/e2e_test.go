@@ -56,7 +56,7 @@ func (s *sink) requests() []sinkRequest {
 	return append([]sinkRequest(nil), s.reqs...)
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,0 +1,3 @@
+module github.com/kevents/kevents/testcontainers
+
+go 1.26
