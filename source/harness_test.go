@@ -75,10 +75,17 @@ type harnessOpt func(*harnessConfig)
 type harnessConfig struct {
 	secrets        secrets.Resolver
 	publishTimeout time.Duration
+	deadBroker     bool
 }
 
 func withSecrets(r secrets.Resolver) harnessOpt {
 	return func(c *harnessConfig) { c.secrets = r }
+}
+
+// withDeadBroker points the producer at a port nothing listens on: Kafka is unreachable from
+// the start.
+func withDeadBroker() harnessOpt {
+	return func(c *harnessConfig) { c.deadBroker = true }
 }
 
 func withPublishTimeout(d time.Duration) harnessOpt {
@@ -109,7 +116,11 @@ func newHarness(t *testing.T, eventSources []string, opts ...harnessOpt) *harnes
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ProducerLinger(0))
+	seeds := cluster.ListenAddrs()
+	if cfg.deadBroker {
+		seeds = []string{fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	}
+	client, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ProducerLinger(0))
 	if err != nil {
 		cluster.Close()
 		t.Fatal(err)
@@ -248,20 +259,28 @@ type response struct {
 // do sends one request and returns the answer.
 func do(t *testing.T, method, url string, body []byte, header map[string]string) response {
 	t.Helper()
+	resp, err := doWith(httpClient, method, url, body, header)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return resp
+}
+
+func doWith(c *http.Client, method, url string, body []byte, header map[string]string) (response, error) {
 	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
+	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}, nil
 }
 
 var httpClient = &http.Client{Timeout: 20 * time.Second}
