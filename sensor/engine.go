@@ -119,6 +119,7 @@ func Run(ctx context.Context, cfg Config) error {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
 		kgo.ProducerLinger(0),
+		kgo.ProducerBatchMaxBytes(topology.MaxRecordBytes),
 	)...)
 	if err != nil {
 		return fmt.Errorf("sensor: %w", err)

@@ -120,7 +120,7 @@ func newHarness(t *testing.T, eventSources []string, opts ...harnessOpt) *harnes
 	if cfg.deadBroker {
 		seeds = []string{fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 	}
-	client, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ProducerLinger(0))
+	client, err := kgo.NewClient(append(ProducerOpts(), kgo.SeedBrokers(seeds...))...)
 	if err != nil {
 		cluster.Close()
 		t.Fatal(err)

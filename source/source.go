@@ -30,16 +30,35 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, e cloudevents.Event) error
 }
 
-// KafkaPublisher produces with franz-go's idempotent producer.
+// ProducerOpts are the client options of a source's producer: no linger (a webhook caller
+// waits for the acknowledgement, and concurrent requests batch anyway while a produce is in
+// flight) and room for events up to topology.MaxRecordBytes.
+func ProducerOpts() []kgo.Opt {
+	return []kgo.Opt{kgo.ProducerLinger(0), kgo.ProducerBatchMaxBytes(topology.MaxRecordBytes)}
+}
+
+// KafkaPublisher produces with franz-go's idempotent producer; build its client with
+// ProducerOpts.
 type KafkaPublisher struct{ Client *kgo.Client }
 
-// Publish implements Publisher. Concurrent calls are batched by the client.
+// Publish implements Publisher. Concurrent calls are batched by the client. It returns when
+// ctx ends even if the record is still in flight: franz-go's idempotent producer keeps retrying
+// a batch it is unsure about until Kafka is back, and the caller must get its answer in time.
+// Such a record may still be written later; a caller that retries then yields a duplicate event,
+// never a lost one.
 func (p KafkaPublisher) Publish(ctx context.Context, topic string, e cloudevents.Event) error {
 	rec, err := cloudevent.ToRecord(ctx, e, topic, nil)
 	if err != nil {
 		return err
 	}
-	return p.Client.ProduceSync(ctx, rec).FirstErr()
+	done := make(chan error, 1)
+	p.Client.Produce(ctx, rec, func(_ *kgo.Record, err error) { done <- err })
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("kafka did not acknowledge the event: %w", ctx.Err())
+	}
 }
 
 // Env is what source types may use.
@@ -148,7 +167,7 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 	if env.PublishTimeout <= 0 {
 		env.PublishTimeout = 10 * time.Second
 	}
-	env.routes = &routes{byPort: map[int]*http.ServeMux{}, paths: map[string]string{}}
+	env.routes = &routes{byPort: map[int]*endpoints{}}
 	var pulls []Source
 	var errs []error
 	for _, es := range sources {
@@ -215,24 +234,38 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 }
 
 // routes collects the HTTP handlers of push sources: several events may share a port, as in
-// Argo, each on its own endpoint.
+// Argo, each on its own endpoint. Endpoints match the request path exactly; they are user input,
+// so they are never read as http.ServeMux patterns.
 type routes struct {
-	byPort map[int]*http.ServeMux
-	paths  map[string]string // "port path" → owner, to refuse two owners of one endpoint
+	byPort map[int]*endpoints
+}
+
+// endpoints serves one port: exact path → handler.
+type endpoints struct {
+	handlers map[string]http.Handler
+	owners   map[string]string // to name the first owner when a second claims the endpoint
+}
+
+func (e *endpoints) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, ok := e.handlers[r.URL.Path]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	h.ServeHTTP(w, r)
 }
 
 func (r *routes) add(port int, path, owner string, h http.Handler) error {
-	k := strconv.Itoa(port) + " " + path
-	if other, dup := r.paths[k]; dup {
+	eps := r.byPort[port]
+	if eps == nil {
+		eps = &endpoints{handlers: map[string]http.Handler{}, owners: map[string]string{}}
+		r.byPort[port] = eps
+	}
+	if other, dup := eps.owners[path]; dup {
 		return fmt.Errorf("endpoint %s on port %d is already served by %s", path, port, other)
 	}
-	r.paths[k] = owner
-	mux := r.byPort[port]
-	if mux == nil {
-		mux = http.NewServeMux()
-		r.byPort[port] = mux
-	}
-	mux.Handle(path, h)
+	eps.owners[path] = owner
+	eps.handlers[path] = h
 	return nil
 }
 

@@ -14,8 +14,10 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kevents/kevents/api"
+	"github.com/kevents/kevents/topology"
 )
 
 // DefaultMaxPayloadSize is Argo's default limit on a webhook request body.
@@ -78,10 +80,6 @@ func newWebhook(b Build) (Source, error) {
 func (w *webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	env := w.b.Env
 	es, name := w.b.EventSource.Metadata.Name, w.b.Event.Name
-	if r.URL.Path != w.cfg.Endpoint {
-		http.NotFound(rw, r)
-		return
-	}
 	if r.Method != w.cfg.Method {
 		rw.Header().Set("Allow", w.cfg.Method)
 		http.Error(rw, fmt.Sprintf("method %s not allowed; this endpoint accepts %s", r.Method, w.cfg.Method), http.StatusMethodNotAllowed)
@@ -131,7 +129,12 @@ func (w *webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithTimeout(r.Context(), env.PublishTimeout)
 	defer cancel()
-	if err := env.Publisher.Publish(ctx, w.b.Topic, e); err != nil {
+	if err := env.Publisher.Publish(ctx, w.b.Topic, e); errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
+		// Permanent: answering 503 would have the caller retry forever.
+		env.Metrics.PublishFailures.WithLabelValues(es, name).Inc()
+		http.Error(rw, fmt.Sprintf("event of %d bytes is larger than Kafka accepts (%d bytes)", len(data), topology.MaxRecordBytes), http.StatusRequestEntityTooLarge)
+		return
+	} else if err != nil {
 		env.Metrics.PublishFailures.WithLabelValues(es, name).Inc()
 		env.Logger.Warn("webhook: Kafka did not acknowledge the event; answered 503", "eventsource", es, "event", name, "err", err)
 		http.Error(rw, "event not accepted: Kafka did not acknowledge it in time; retry later", http.StatusServiceUnavailable)

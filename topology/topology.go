@@ -36,6 +36,12 @@ const (
 	DefaultReplication int16 = -1 // the broker's default.replication.factor
 )
 
+// MaxRecordBytes is the largest record kevents writes to a topic that carries whole events
+// (source topics, matches, commands, dlq): an event with a body at Argo's default 1 MiB webhook
+// limit, its headers and encoding. Producers set their batch limit to it and those topics their
+// max.message.bytes; a larger event is refused as too large, never retried.
+const MaxRecordBytes = 4 << 20
+
 // Sentinel errors. Errors returned by this package wrap one of these and add
 // the topic or setting and the values involved; branch with errors.Is.
 var (
@@ -251,6 +257,13 @@ func (t *Topology) Topics(sourceTopics ...string) []TopicSpec {
 		deleteAfter = func(d time.Duration) map[string]string {
 			return map[string]string{"cleanup.policy": "delete", "retention.ms": millis(d)}
 		}
+		// Topics that carry whole events (sources, matches, commands, dlq) accept records up
+		// to MaxRecordBytes: Kafka's 1 MB default is smaller than an event with a 1 MiB body.
+		carriesEvents = func(d time.Duration) map[string]string {
+			c := deleteAfter(d)
+			c["max.message.bytes"] = strconv.Itoa(MaxRecordBytes)
+			return c
+		}
 		compacted = func() map[string]string {
 			return map[string]string{
 				"cleanup.policy":            "compact",
@@ -265,11 +278,11 @@ func (t *Topology) Topics(sourceTopics ...string) []TopicSpec {
 	executed["retention.ms"] = millis(executedRetention)
 
 	specs := []TopicSpec{
-		{t.Matches(), n, t.rf, deleteAfter(eventRetention), "stage 1 → join: dependency events keyed <sensor>/<trigger>/<correlation key>"},
+		{t.Matches(), n, t.rf, carriesEvents(eventRetention), "stage 1 → join: dependency events keyed <sensor>/<trigger>/<correlation key>"},
 		{t.State(), n, t.rf, compacted(), "join state per key; partition i is restored before " + t.Matches() + " partition i"},
-		{t.Commands(), n, t.rf, deleteAfter(eventRetention), "rendered trigger commands with idempotency ids, for the executor"},
+		{t.Commands(), n, t.rf, carriesEvents(eventRetention), "rendered trigger commands with idempotency ids, for the executor"},
 		{t.Executed(), n, t.rf, executed, "executor outcomes by command id: dedupe, audit"},
-		{t.DLQ(), n, t.rf, deleteAfter(dlqRetention), "commands that failed after their retries, with the error"},
+		{t.DLQ(), n, t.rf, carriesEvents(dlqRetention), "commands that failed after their retries, with the error"},
 		{t.Sources(), min(sourcesPartitions, n), t.rf, compacted(), "pull-source ownership by partition, calendar last-fire times"},
 	}
 	seen := make(map[string]bool, len(specs)+len(sourceTopics))
@@ -281,7 +294,7 @@ func (t *Topology) Topics(sourceTopics ...string) []TopicSpec {
 			continue
 		}
 		seen[name] = true
-		specs = append(specs, TopicSpec{name, n, t.rf, deleteAfter(eventRetention), t.sourcePurpose(name)})
+		specs = append(specs, TopicSpec{name, n, t.rf, carriesEvents(eventRetention), t.sourcePurpose(name)})
 	}
 	return specs
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kevents/kevents/api"
 	"github.com/kevents/kevents/internal/broker"
@@ -85,7 +84,7 @@ cluster. Either way it creates the topics it needs first (see 'kevents topology'
 	f.IntVar(&cfg.brokerPort, "broker-port", 9092, "port of the embedded broker on 127.0.0.1 (ignored with --brokers)")
 	f.StringVar(&cfg.metricsAddr, "metrics-addr", "127.0.0.1:9090", "address serving /metrics, /healthz and /readyz")
 	f.StringVar(&cfg.member, "member", host, "name of this member in the sensor pool; stable across restarts and unique in the pool")
-	f.StringVar(&cfg.secretsDir, "secrets-dir", "", "folder with one folder per Secret and one file per key (<dir>/<name>/<key>); environment variables KEVENTS_SECRET_<NAME>_<KEY> are read too")
+	f.StringVar(&cfg.secretsDir, "secrets-dir", "", "folder with one folder per Secret and one file per key (<dir>/<name>/<key>); environment variables KEVENTS_SECRET_<NAME>__<KEY> are read too")
 	f.DurationVar(&cfg.publishTimeout, "publish-timeout", 10*time.Second, "how long a webhook waits for Kafka to acknowledge an event before answering 503")
 	_ = cmd.MarkFlagRequired("file")
 	return cmd
@@ -192,7 +191,7 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 		})
 	})
 
-	producer, err := kc.NewClient(kgo.ProducerLinger(0))
+	producer, err := kc.NewClient(source.ProducerOpts()...)
 	if err != nil {
 		stop()
 		wg.Wait()

@@ -24,7 +24,8 @@ type Resolver struct {
 }
 
 // EnvName is the environment variable that holds key of Secret name:
-// KEVENTS_SECRET_<NAME>_<KEY>, upper-cased, with every other character than A-Z and 0-9 as _.
+// KEVENTS_SECRET_<NAME>__<KEY>, upper-cased, with every other character than A-Z and 0-9 as _.
+// The double underscore keeps (a-b, c) and (a, b-c) apart: Secret names cannot contain _.
 func EnvName(name, key string) string {
 	clean := func(s string) string {
 		return strings.Map(func(r rune) rune {
@@ -37,14 +38,20 @@ func EnvName(name, key string) string {
 			return '_'
 		}, s)
 	}
-	return "KEVENTS_SECRET_" + clean(name) + "_" + clean(key)
+	return "KEVENTS_SECRET_" + clean(name) + "__" + clean(key)
 }
 
 // Resolve returns the value of key in Secret name. A trailing newline in a file is dropped, as
 // editors add one. The error names the secret and where it looked, never the value.
 func (r Resolver) Resolve(name, key string) (string, error) {
+	if err := checkPart("name", name); err != nil {
+		return "", err
+	}
+	if err := checkPart("key", key); err != nil {
+		return "", err
+	}
 	if r.Dir != "" {
-		p := filepath.Join(r.Dir, filepath.Base(name), filepath.Base(key))
+		p := filepath.Join(r.Dir, name, key)
 		b, err := os.ReadFile(p)
 		if err == nil {
 			return strings.TrimRight(string(b), "\r\n"), nil
@@ -65,4 +72,19 @@ func (r Resolver) Resolve(name, key string) (string, error) {
 		where = filepath.Join(r.Dir, name, key) + " or " + where
 	}
 	return "", fmt.Errorf("%w: %s/%s (looked in %s)", ErrNotFound, name, key, where)
+}
+
+// checkPart keeps a Secret name or key inside Dir: Kubernetes allows only letters, digits, '-',
+// '_' and '.' in them, and never "." or "..".
+func checkPart(what, s string) error {
+	ok := s != "" && s != "." && s != ".."
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			ok = false
+		}
+	}
+	if !ok {
+		return fmt.Errorf("secret %s %q: expected letters, digits, '-', '_' and '.', not . or ..", what, s)
+	}
+	return nil
 }
