@@ -140,3 +140,26 @@ func TestNotSupported(t *testing.T) {
 		t.Errorf("got %q", err)
 	}
 }
+
+func TestPayloadWithoutDest(t *testing.T) {
+	docs := Parse("f.yaml", []byte(`apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: x}
+spec:
+  dependencies: [{name: d, eventSourceName: a, eventName: b}]
+  triggers:
+    - template:
+        name: t
+        http:
+          url: http://example.com
+          payload: [{src: {dependencyName: d, dataKey: body}}]
+      parameters: [{src: {dependencyName: d, dataKey: a}}]
+`))
+	if len(docs) != 1 || docs[0].Err == nil {
+		t.Fatalf("want an error for the trigger parameter without dest, got %+v", docs)
+	}
+	msg := docs[0].Err.Error()
+	if !strings.Contains(msg, "spec.triggers[0].parameters[0].dest: missing") || strings.Contains(msg, "payload[0].dest") {
+		t.Errorf("an empty dest is the whole payload in http.payload, and missing elsewhere; got %q", msg)
+	}
+}

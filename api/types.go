@@ -286,7 +286,7 @@ type HTTPTrigger struct {
 	Headers        map[string]string  `json:"headers,omitempty"`
 	SecureHeaders  Opaque             `json:"secureHeaders,omitempty"`
 	DynamicHeaders []TriggerParameter `json:"dynamicHeaders,omitempty"`
-	// Host is in Argo's schema but unused by Argo itself; accepted and ignored likewise.
+	// Host overrides the request's Host header.
 	Host string `json:"host,omitempty"`
 }
 

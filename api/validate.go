@@ -220,7 +220,7 @@ func (t *Trigger) validate(path string, deps map[string]bool) error {
 	if _, err := t.Template.Type(); err != nil {
 		errs = append(errs, fmt.Errorf("%s.template: %w", path, err))
 	}
-	errs = append(errs, validateParameters(path+".parameters", t.Parameters, deps))
+	errs = append(errs, validateParameters(path+".parameters", t.Parameters, deps, false))
 	if h := t.Template.HTTP; h != nil {
 		hp := path + ".template.http"
 		if h.URL == "" {
@@ -230,9 +230,9 @@ func (t *Trigger) validate(path string, deps map[string]bool) error {
 			errs = append(errs, fmt.Errorf("%s.timeout: %d; expected seconds >= 0", hp, h.Timeout))
 		}
 		errs = append(errs,
-			validateParameters(hp+".payload", h.Payload, deps),
-			validateParameters(hp+".parameters", h.Parameters, deps),
-			validateParameters(hp+".dynamicHeaders", h.DynamicHeaders, deps))
+			validateParameters(hp+".payload", h.Payload, deps, true),
+			validateParameters(hp+".parameters", h.Parameters, deps, false),
+			validateParameters(hp+".dynamicHeaders", h.DynamicHeaders, deps, false))
 	}
 	if t.DlqTrigger != nil {
 		errs = append(errs, t.DlqTrigger.validate(path+".dlqTrigger", deps))
@@ -240,7 +240,9 @@ func (t *Trigger) validate(path string, deps map[string]bool) error {
 	return errors.Join(errs...)
 }
 
-func validateParameters(path string, params []TriggerParameter, deps map[string]bool) error {
+// validateParameters checks parameters; in a payload an empty dest is allowed and means the
+// value is the whole payload, as in Argo.
+func validateParameters(path string, params []TriggerParameter, deps map[string]bool, payload bool) error {
 	var errs []error
 	for i, p := range params {
 		pp := fmt.Sprintf("%s[%d]", path, i)
@@ -249,7 +251,7 @@ func validateParameters(path string, params []TriggerParameter, deps map[string]
 		} else if !deps[p.Src.DependencyName] {
 			errs = append(errs, fmt.Errorf("%s.src.dependencyName: %q; expected the name of one of the sensor's dependencies", pp, p.Src.DependencyName))
 		}
-		if p.Dest == "" {
+		if p.Dest == "" && !payload {
 			errs = append(errs, fmt.Errorf("%s.dest: missing", pp))
 		}
 		switch p.Operation {

@@ -152,14 +152,15 @@ func singleEventDeps(conditions string, deps []api.EventDependency) ([]string, e
 }
 
 // compileRetry turns Argo's retryStrategy into durations. Argo reads an integer duration as
-// nanoseconds and a string as a Go duration; steps default to 1, factor to 1.
+// nanoseconds and a string as a Go duration; a retryStrategy without steps makes 5 attempts
+// (Argo's default backoff), without duration waits 1 s, without factor keeps the wait.
 func compileRetry(b *api.Backoff) (*trigger.Retry, error) {
 	if b == nil {
 		return nil, nil
 	}
 	r := &trigger.Retry{Steps: int(b.Steps), Duration: time.Second, Factor: 1}
 	if r.Steps < 1 {
-		r.Steps = 1
+		r.Steps = 5
 	}
 	if len(b.Duration) > 0 {
 		s := strings.Trim(string(b.Duration), `"`)

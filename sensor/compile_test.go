@@ -258,7 +258,6 @@ func TestCompileRetry(t *testing.T) {
 // DefaultBackoff.Steps = 5 when a retryStrategy is given without steps (only a trigger with no
 // retryStrategy at all gets {Steps: 1}).
 func TestCompileRetryDefaultSteps(t *testing.T) {
-	t.Skip(`BUG: sensor/compile.go compileRetry defaults steps to 1; Argo v1.9.11 defaults a retryStrategy without steps to 5 attempts`)
 	got, err := compileRetry(&api.Backoff{Duration: json.RawMessage(`"3s"`)})
 	if err != nil {
 		t.Fatal(err)

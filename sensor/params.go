@@ -60,7 +60,11 @@ func (p params) resolve(src *api.TriggerParameterSource) (*string, valueKind, er
 		if src.Value != nil {
 			return src.Value, kindString, nil
 		}
-		whole, err := json.Marshal(map[string]any{"context": contextMap(e), "data": json.RawMessage(mustJSON(e))})
+		// The whole event, shaped as Argo marshals it: the context, and the data as base64.
+		whole, err := json.Marshal(struct {
+			Context map[string]string `json:"context"`
+			Data    []byte            `json:"data"`
+		}{contextMap(e), e.Data()})
 		s := string(whole)
 		return &s, kindString, err
 	}
@@ -81,12 +85,13 @@ func (p params) resolve(src *api.TriggerParameterSource) (*string, valueKind, er
 	if key != "" {
 		res := gjson.GetBytes(doc, key)
 		if res.Exists() {
-			var s string
-			kind := kindRaw
+			// As Argo: objects, arrays and null keep their JSON text, strings are unquoted, and
+			// numbers and booleans are normalised by gjson (1.50 → "1.5").
+			s, kind := res.String(), kindRaw
 			switch res.Type {
 			case gjson.String:
-				s, kind = res.String(), kindString
-			default:
+				kind = kindString
+			case gjson.JSON, gjson.Null:
 				s = res.Raw
 			}
 			return &s, kind, nil
@@ -185,19 +190,12 @@ func dataAsJSON(e *cloudevents.Event) ([]byte, error) {
 	return data, nil
 }
 
-func mustJSON(e *cloudevents.Event) []byte {
-	if d, err := dataAsJSON(e); err == nil {
-		return d
-	}
-	b, _ := json.Marshal(string(e.Data()))
-	return b
-}
-
-// contextMap is the event context as Argo names its fields.
+// contextMap is the event context as Argo names its fields; time is UTC with second precision,
+// as Argo's metav1.Time renders it.
 func contextMap(e *cloudevents.Event) map[string]string {
 	return map[string]string{
 		"id": e.ID(), "source": e.Source(), "specversion": e.SpecVersion(), "type": e.Type(),
-		"datacontenttype": e.DataContentType(), "subject": e.Subject(), "time": e.Time().Format(time.RFC3339Nano),
+		"datacontenttype": e.DataContentType(), "subject": e.Subject(), "time": e.Time().UTC().Format(time.RFC3339),
 	}
 }
 

@@ -24,7 +24,8 @@ const defaultHTTPTimeout = 60 * time.Second
 type HTTPRequest struct {
 	URL            string            `json:"url"`
 	Method         string            `json:"method"`
-	Headers        map[string]string `json:"headers,omitempty"`
+	Headers        map[string]string `json:"headers,omitempty"` // canonical names
+	Host           string            `json:"host,omitempty"`    // overrides the Host header, as Argo's http.host
 	Body           []byte            `json:"body,omitempty"`
 	TimeoutSeconds int64             `json:"timeoutSeconds,omitempty"`
 }
@@ -74,12 +75,13 @@ func renderHTTP(in RenderInput) (json.RawMessage, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("http.url: %q; expected an absolute http or https URL", h.URL)
 	}
-	req := HTTPRequest{URL: h.URL, Method: h.Method, TimeoutSeconds: h.Timeout, Headers: map[string]string{}}
+	req := HTTPRequest{URL: h.URL, Method: h.Method, Host: h.Host, TimeoutSeconds: h.Timeout, Headers: map[string]string{}}
 	if req.Method == "" {
 		req.Method = http.MethodPost
 	}
+	// Canonical names, so "content-type" and "Content-Type" are one header.
 	for k, v := range h.Headers {
-		req.Headers[k] = v
+		req.Headers[http.CanonicalHeaderKey(k)] = v
 	}
 	for i, p := range h.DynamicHeaders {
 		v, err := in.Params.Value(p.Src)
@@ -87,7 +89,7 @@ func renderHTTP(in RenderInput) (json.RawMessage, error) {
 			return nil, fmt.Errorf("http.dynamicHeaders[%d]: %w", i, err)
 		}
 		if v != nil {
-			req.Headers[p.Dest] = *v
+			req.Headers[http.CanonicalHeaderKey(p.Dest)] = *v
 		}
 	}
 	if len(h.Payload) > 0 {
@@ -127,6 +129,9 @@ func (x *httpExecutor) Execute(ctx context.Context, cmd *Command) error {
 		req.Header.Set(k, v)
 	}
 	req.Header.Set(IdempotencyKeyHeader, cmd.ID)
+	if r.Host != "" {
+		req.Host = r.Host
+	}
 	resp, err := x.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("http trigger: %s %s: %w", r.Method, r.URL, err)
