@@ -118,7 +118,9 @@ func BenchmarkWebhookToHTTPTrigger(b *testing.B) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 	url := fmt.Sprintf("http://127.0.0.1:%d/hit", port)
 	next := 0
-	fire := func(count, concurrency int) (sent map[int]time.Time, accepted time.Duration, all time.Duration) {
+	// fire posts count events from concurrency workers; with rate > 0 event i is sent no earlier
+	// than i/rate seconds after the start, so latency is measured below saturation.
+	fire := func(count, concurrency int, rate float64) (sent map[int]time.Time, accepted time.Duration, all time.Duration) {
 		sent = make(map[int]time.Time, count)
 		var sentMu sync.Mutex
 		var failures atomic.Int64
@@ -136,6 +138,9 @@ func BenchmarkWebhookToHTTPTrigger(b *testing.B) {
 					n := int(idx.Add(1) - 1)
 					if n >= first+count {
 						return
+					}
+					if rate > 0 {
+						time.Sleep(time.Until(start.Add(time.Duration(float64(n-first) / rate * float64(time.Second)))))
 					}
 					t0 := time.Now()
 					sentMu.Lock()
@@ -190,19 +195,25 @@ func BenchmarkWebhookToHTTPTrigger(b *testing.B) {
 		return ls[len(ls)/2], ls[len(ls)*99/100]
 	}
 
-	fire(200, 16) // warm up: group joins, connections, JIT of the first transactions
+	fire(200, 16, 0) // warm up: group joins, connections, JIT of the first transactions
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.Run("concurrency=16", func(b *testing.B) {
-			sent, accepted, all := fire(events, 16)
+			sent, accepted, all := fire(events, 16, 0)
 			p50, p99 := latencies(sent)
 			b.ReportMetric(float64(events)/accepted.Seconds(), "accepted/s")
 			b.ReportMetric(float64(events)/all.Seconds(), "triggers/s")
 			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
 		})
+		b.Run("rate=1000/s", func(b *testing.B) {
+			sent, _, _ := fire(min(events, 3000), 16, 1000)
+			p50, p99 := latencies(sent)
+			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+		})
 		b.Run("concurrency=1", func(b *testing.B) {
-			sent, _, all := fire(min(events, 1000), 1)
+			sent, _, all := fire(min(events, 1000), 1, 0)
 			p50, p99 := latencies(sent)
 			b.ReportMetric(float64(len(sent))/all.Seconds(), "triggers/s")
 			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
