@@ -26,9 +26,11 @@ type Config struct {
 	Kafka    kclient.Config
 	Topology *topology.Topology
 	Sensors  []*api.Sensor
-	// Member names this member; it must be stable across restarts and unique in the pool,
-	// because it is the transactional id: a restarted member fences its previous incarnation
-	// and aborts its open transaction at once instead of after the transaction timeout.
+	// Member names this member; it must be stable across restarts and unique in the pool.
+	// It is the transactional id, so a restarted member fences its previous incarnation and
+	// aborts its open transaction at once instead of after the transaction timeout, and the
+	// group instance id, so a restarted member takes its partitions back without waiting for
+	// the old one's session to time out.
 	Member  string
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
@@ -115,6 +117,8 @@ func Run(ctx context.Context, cfg Config) error {
 		kgo.TransactionalID(cfg.Topology.Prefix()+".sensor."+cfg.Member),
 		kgo.TransactionTimeout(10*time.Second),
 		kgo.ConsumerGroup(GroupID(cfg.Topology)),
+		kgo.InstanceID(cfg.Member),
+		kgo.SessionTimeout(kclient.SessionTimeout),
 		kgo.ConsumeTopics(topics...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),

@@ -20,9 +20,12 @@ import (
 type ExecutorConfig struct {
 	Kafka    kclient.Config
 	Topology *topology.Topology
-	Env      Env
-	Metrics  *metrics.Metrics
-	Logger   *slog.Logger
+	// Member names this member, stable across restarts and unique in the pool: it is the group
+	// instance id, so a restarted member takes its partitions back at once.
+	Member  string
+	Env     Env
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }
 
 // GroupID is the consumer group of the executor pool.
@@ -38,6 +41,9 @@ func RunExecutor(ctx context.Context, cfg ExecutorConfig) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Member == "" {
+		return errors.New("executor: member name is empty; expected a stable name unique in the pool")
+	}
 	if cfg.Env.Logger == nil {
 		cfg.Env.Logger = cfg.Logger
 	}
@@ -47,9 +53,13 @@ func RunExecutor(ctx context.Context, cfg ExecutorConfig) error {
 	}
 	cl, err := cfg.Kafka.NewClient(
 		kgo.ConsumerGroup(GroupID(cfg.Topology)),
+		kgo.InstanceID(cfg.Member),
+		kgo.SessionTimeout(kclient.SessionTimeout),
 		kgo.ConsumeTopics(cfg.Topology.Commands()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.AutoCommitMarks(),
+		// Commit finished commands often: after a crash, what ran since the last commit runs again.
+		kgo.AutoCommitInterval(200*time.Millisecond),
 		kgo.BlockRebalanceOnPoll(),
 	)
 	if err != nil {

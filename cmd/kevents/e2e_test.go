@@ -338,3 +338,17 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// countingHandler counts requests by their JSON body's "n".
+func countingHandler(mu *sync.Mutex, seen map[string]int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			N json.RawMessage `json:"n"`
+		}
+		raw, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(raw, &body)
+		mu.Lock()
+		seen[string(body.N)]++
+		mu.Unlock()
+	})
+}

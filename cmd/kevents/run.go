@@ -181,7 +181,7 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 	}
 	goStage("executor", func() error {
 		return trigger.RunExecutor(runCtx, trigger.ExecutorConfig{
-			Kafka: kc, Topology: cfg.topology, Metrics: m, Logger: log,
+			Kafka: kc, Topology: cfg.topology, Member: cfg.member, Metrics: m, Logger: log,
 			Env: trigger.Env{Logger: log, Secrets: secrets.Resolver{Dir: cfg.secretsDir}},
 		})
 	})

@@ -6,9 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
+
+// SessionTimeout is the consumer-group session timeout of every stage. Members are static (the
+// group instance id is the member name), so they do not leave the group on shutdown: a member
+// that stopped for good hands its partitions over after this long; one that restarts under the
+// same name gets them back at once.
+const SessionTimeout = 15 * time.Second
 
 // Config says how to reach the Kafka cluster.
 type Config struct {

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kevents/kevents/internal/cloudevent"
+	"github.com/kevents/kevents/sensor"
+	"github.com/kevents/kevents/topology"
+	"github.com/kevents/kevents/trigger"
+)
+
+const crashSensor = `apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata:
+  name: crash
+spec:
+  dependencies:
+    - name: tick
+      eventSourceName: feed
+      eventName: tick
+  triggers:
+    - template:
+        name: forward
+        http:
+          url: %s/n
+          payload:
+            - src: {dependencyName: tick, dataKey: n}
+              dest: n
+`
+
+// TestCrashMidStream runs `kevents run` as a child process against a broker in this process,
+// SIGKILLs it while events are flowing, restarts it under the same member name, and counts:
+// the commands topic must hold exactly one command per event (none lost, none duplicated), and
+// the HTTP target must have seen every event.
+func TestCrashMidStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the kevents binary")
+	}
+	const events = 3000
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "kevents")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+
+	var (
+		mu   sync.Mutex
+		seen = map[string]int{} // "n" → requests
+	)
+	target := httptest.NewServer(countingHandler(&mu, seen))
+	defer target.Close()
+	writeFile(t, filepath.Join(dir, "defs", "sensor.yaml"), fmt.Sprintf(crashSensor, target.URL))
+
+	topo, err := topology.New(topology.Partitions(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := func(name string) *exec.Cmd {
+		logf, err := os.Create(filepath.Join(dir, name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { logf.Close() })
+		cmd := exec.Command(bin, "run", "-f", filepath.Join(dir, "defs"), "--brokers", strings.Join(brokers, ","),
+			"--partitions", "4", "--member", "crash-member", "--metrics-addr", "127.0.0.1:0")
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen)
+	}
+
+	first := child("first")
+
+	// Feed the source topic at ~3000 events/s while the child runs and is killed.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(0), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	waitFor(t, "the child to create its topics", func() bool {
+		topics, err := adm.ListTopics(context.Background(), topo.Commands())
+		return err == nil && topics.Has(topo.Commands())
+	})
+	sourceTopic := topo.SourceTopic("default", "feed")
+	produced := make(chan error, 1)
+	go func() {
+		for i := 0; i < events; i++ {
+			e := cloudevents.New()
+			e.SetID(fmt.Sprintf("ev-%d", i))
+			e.SetSource("feed")
+			e.SetSubject("tick")
+			e.SetType("test")
+			e.SetTime(time.Now())
+			_ = e.SetData("application/json", []byte(fmt.Sprintf(`{"n":%d}`, i)))
+			rec, err := cloudevent.ToRecord(context.Background(), e, sourceTopic, nil)
+			if err == nil {
+				err = cl.ProduceSync(context.Background(), rec).FirstErr()
+			}
+			if err != nil {
+				produced <- err
+				return
+			}
+			if i%30 == 29 {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		produced <- nil
+	}()
+
+	waitFor(t, "some triggers before the crash", func() bool { return count() >= events/5 })
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	killedAt := count()
+	child("second")
+
+	if err := <-produced; err != nil {
+		t.Fatalf("producing events: %v", err)
+	}
+	waitFor(t, "the sensor to commit every event", func() bool { return caughtUp(t, adm, sensor.GroupID(topo), sourceTopic) })
+	waitFor(t, "every event to reach the HTTP target", func() bool { return count() == events })
+	if killedAt >= events {
+		t.Fatalf("the child was killed after all %d events had been handled: the crash was not mid-stream", events)
+	}
+
+	ids := map[string]bool{}
+	ns := map[string]bool{}
+	dups := 0
+	consumeCommitted(t, brokers, topo.Commands(), func(r *kgo.Record) {
+		var cmd trigger.Command
+		if err := json.Unmarshal(r.Value, &cmd); err != nil {
+			t.Fatalf("command: %v", err)
+		}
+		if ids[cmd.ID] {
+			dups++
+		}
+		ids[cmd.ID] = true
+		var req trigger.HTTPRequest
+		if err := json.Unmarshal(cmd.Spec, &req); err != nil {
+			t.Fatalf("command spec: %v", err)
+		}
+		ns[string(req.Body)] = true
+	})
+	if dups != 0 || len(ids) != events || len(ns) != events {
+		t.Errorf("commands topic: %d distinct commands for %d distinct events and %d duplicates; want exactly %d, none duplicated",
+			len(ids), len(ns), dups, events)
+	}
+	mu.Lock()
+	rerun := 0
+	for _, c := range seen {
+		rerun += c - 1
+	}
+	mu.Unlock()
+	t.Logf("killed after %d of %d triggers; %d commands ran again after the restart (at least once, same idempotency key)", killedAt, events, rerun)
+}
+
+// consumeCommitted reads every committed record of topic.
+func consumeCommitted(t *testing.T, brokers []string, topic string, fn func(*kgo.Record)) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		f := cl.PollFetches(ctx)
+		cancel()
+		if f.NumRecords() == 0 {
+			return
+		}
+		f.EachRecord(fn)
+	}
+}
