@@ -20,6 +20,7 @@ import (
 	"github.com/kevents/kevents/api"
 	"github.com/kevents/kevents/internal/cloudevent"
 	"github.com/kevents/kevents/internal/metrics"
+	"github.com/kevents/kevents/internal/registry"
 	"github.com/kevents/kevents/internal/secrets"
 	"github.com/kevents/kevents/topology"
 )
@@ -98,44 +99,18 @@ type Spec struct {
 // Constructor builds the runtime of one event.
 type Constructor func(b Build) (Source, error)
 
-type entry struct {
-	spec Spec
-	ctor Constructor
-}
-
-var (
-	registryMu sync.RWMutex
-	registry   = map[string]entry{}
-)
+var types = registry.New[Spec, Constructor]("eventsource type")
 
 // Register adds a source type under the name of its field in Argo's EventSource spec. It
 // panics on a duplicate: that is a programming error.
-func Register(name string, spec Spec, ctor Constructor) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	if _, dup := registry[name]; dup {
-		panic(fmt.Sprintf("source: type %q registered twice", name))
-	}
-	registry[name] = entry{spec: spec, ctor: ctor}
-}
-
-func lookup(name string) (entry, error) {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	e, ok := registry[name]
-	if !ok {
-		return entry{}, api.NotSupported("eventsource type", name)
-	}
-	return e, nil
-}
+func Register(name string, spec Spec, ctor Constructor) { types.Register(name, spec, ctor) }
 
 // Types lists the registered source types with their summaries.
 func Types() map[string]string {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	out := make(map[string]string, len(registry))
-	for name, e := range registry {
-		out[name] = e.spec.Summary
+	out := map[string]string{}
+	for _, name := range types.Names() {
+		e, _ := types.Lookup(name)
+		out[name] = e.Spec.Summary
 	}
 	return out
 }
@@ -145,9 +120,9 @@ func Types() map[string]string {
 func Check(es *api.EventSource) error {
 	var errs []error
 	for _, ev := range es.Spec.Events() {
-		e, err := lookup(ev.Type)
-		if err == nil && e.spec.Check != nil {
-			err = e.spec.Check(ev)
+		e, err := types.Lookup(ev.Type)
+		if err == nil && e.Spec.Check != nil {
+			err = e.Spec.Check(ev)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("spec.%s.%s: %w", ev.Type, ev.Name, err))
@@ -176,8 +151,8 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 			continue
 		}
 		for _, ev := range es.Spec.Events() {
-			e, _ := lookup(ev.Type)
-			src, err := e.ctor(Build{EventSource: es, Event: ev, Topic: env.Topology.SourceTopic(es.Metadata.Namespace, es.Metadata.Name), Env: env})
+			e, _ := types.Lookup(ev.Type)
+			src, err := e.New(Build{EventSource: es, Event: ev, Topic: env.Topology.SourceTopic(es.Metadata.Namespace, es.Metadata.Name), Env: env})
 			if err != nil {
 				errs = append(errs, fmt.Errorf("eventsource %s: spec.%s.%s: %w", es.Metadata.Name, ev.Type, ev.Name, err))
 				continue

@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sort"
-	"sync"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/kevents/kevents/api"
+	"github.com/kevents/kevents/internal/registry"
 	"github.com/kevents/kevents/internal/secrets"
 )
 
@@ -59,44 +58,18 @@ type Spec struct {
 // Constructor builds the executor of a trigger type.
 type Constructor func(env Env) (Executor, error)
 
-type entry struct {
-	spec Spec
-	ctor Constructor
-}
-
-var (
-	registryMu sync.RWMutex
-	registry   = map[string]entry{}
-)
+var types = registry.New[Spec, Constructor]("trigger type")
 
 // Register adds a trigger type under the name of its field in Argo's trigger template
 // ("http", "log", ...). It panics on a duplicate name: that is a programming error.
-func Register(name string, spec Spec, ctor Constructor) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	if _, dup := registry[name]; dup {
-		panic(fmt.Sprintf("trigger: type %q registered twice", name))
-	}
-	registry[name] = entry{spec: spec, ctor: ctor}
-}
+func Register(name string, spec Spec, ctor Constructor) { types.Register(name, spec, ctor) }
 
-func lookup(name string) (entry, error) {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	e, ok := registry[name]
-	if !ok {
-		return entry{}, api.NotSupported("trigger type", name)
-	}
-	return e, nil
-}
-
-// Types lists the registered trigger types with their summaries, sorted by name.
+// Types lists the registered trigger types with their summaries.
 func Types() map[string]string {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	out := make(map[string]string, len(registry))
-	for name, e := range registry {
-		out[name] = e.spec.Summary
+	out := map[string]string{}
+	for _, name := range types.Names() {
+		e, _ := types.Lookup(name)
+		out[name] = e.Spec.Summary
 	}
 	return out
 }
@@ -107,12 +80,12 @@ func Check(t *api.TriggerTemplate) error {
 	if err != nil {
 		return err
 	}
-	e, err := lookup(typ)
+	e, err := types.Lookup(typ)
 	if err != nil {
 		return err
 	}
-	if e.spec.Check != nil {
-		return e.spec.Check(t)
+	if e.Spec.Check != nil {
+		return e.Spec.Check(t)
 	}
 	return nil
 }
@@ -123,26 +96,20 @@ func Render(in RenderInput) (string, json.RawMessage, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	e, err := lookup(typ)
+	e, err := types.Lookup(typ)
 	if err != nil {
 		return "", nil, err
 	}
-	spec, err := e.spec.Render(in)
+	spec, err := e.Spec.Render(in)
 	return typ, spec, err
 }
 
 // newExecutors builds one executor per registered type.
 func newExecutors(env Env) (map[string]Executor, error) {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	names := make([]string, 0, len(registry))
-	for name := range registry {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	out := make(map[string]Executor, len(names))
-	for _, name := range names {
-		x, err := registry[name].ctor(env)
+	out := map[string]Executor{}
+	for _, name := range types.Names() {
+		e, _ := types.Lookup(name)
+		x, err := e.New(env)
 		if err != nil {
 			return nil, fmt.Errorf("trigger type %s: %w", name, err)
 		}

@@ -51,29 +51,34 @@ definitions given with -f.`,
 	}
 	cmd.PersistentFlags().StringArrayVarP(&paths, "file", "f", nil, "definitions whose EventSource topics to include (repeatable)")
 
-	setup := func(ctx context.Context) (*topology.Topology, *kadm.Client, []string, func(), error) {
+	// onCluster loads the definitions, connects to --brokers and runs fn with the topology and
+	// the source topics the definitions name.
+	onCluster := func(cmd *cobra.Command, fn func(ctx context.Context, t *topology.Topology, adm *kadm.Client, topics []string) error) error {
 		if g.brokers == "" {
-			return nil, nil, nil, nil, errors.New("--brokers: missing; topology needs a cluster (the embedded broker of a running 'kevents run' is at 127.0.0.1:9092 by default)")
+			return errors.New("--brokers: missing; topology needs a cluster (the embedded broker of a running 'kevents run' is at 127.0.0.1:9092 by default)")
 		}
 		t, err := g.topology()
 		if err != nil {
-			return nil, nil, nil, nil, err
+			return err
 		}
 		var docs []api.Document
 		if len(paths) > 0 {
 			if docs, err = api.LoadPaths(paths...); err != nil {
-				return nil, nil, nil, nil, err
+				return err
 			}
 		}
 		kc, err := g.kafka()
 		if err != nil {
-			return nil, nil, nil, nil, err
+			return err
 		}
 		cl, err := kc.NewClient()
 		if err != nil {
-			return nil, nil, nil, nil, err
+			return err
 		}
-		return t, kadm.NewClient(cl), sourceTopics(t, docs), cl.Close, nil
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+		defer cancel()
+		return fn(ctx, t, kadm.NewClient(cl), sourceTopics(t, docs))
 	}
 
 	apply := &cobra.Command{
@@ -81,18 +86,13 @@ definitions given with -f.`,
 		Short: "Create missing topics and align their configs (idempotent)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			t, adm, topics, closeFn, err := setup(ctx)
-			if err != nil {
+			return onCluster(cmd, func(ctx context.Context, t *topology.Topology, adm *kadm.Client, topics []string) error {
+				results, err := t.Apply(ctx, adm, topics...)
+				for _, r := range results {
+					fmt.Fprintln(cmd.OutOrStdout(), r)
+				}
 				return err
-			}
-			defer closeFn()
-			results, err := t.Apply(ctx, adm, topics...)
-			for _, r := range results {
-				fmt.Fprintln(cmd.OutOrStdout(), r)
-			}
-			return err
+			})
 		},
 	}
 	describe := &cobra.Command{
@@ -100,20 +100,15 @@ definitions given with -f.`,
 		Short: "Show the topics and check co-partitioning (matches/state, commands/executed)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			t, adm, topics, closeFn, err := setup(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			report, err := t.Describe(ctx, adm, topics...)
-			if report != nil {
-				if werr := report.Write(cmd.OutOrStdout()); werr != nil {
-					return werr
+			return onCluster(cmd, func(ctx context.Context, t *topology.Topology, adm *kadm.Client, topics []string) error {
+				report, err := t.Describe(ctx, adm, topics...)
+				if report != nil {
+					if werr := report.Write(cmd.OutOrStdout()); werr != nil {
+						return werr
+					}
 				}
-			}
-			return err
+				return err
+			})
 		},
 	}
 	cmd.AddCommand(apply, describe)

@@ -8,7 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kfake"
+
 	"github.com/kevents/kevents/api"
+	"github.com/kevents/kevents/topology"
 )
 
 const corpus = "../../../shared/argo-examples"
@@ -140,5 +143,37 @@ spec:
 	}
 	if errors.Is(docs[0].Err, api.ErrNotSupported) {
 		t.Error("an unknown field is a mistake, not 'not supported yet'")
+	}
+}
+
+func TestTopologyCommands(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	run := func(args ...string) (string, error) {
+		cmd := newRootCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs(args)
+		err := cmd.Execute()
+		return out.String(), err
+	}
+	brokers := "--brokers=" + strings.Join(cluster.ListenAddrs(), ",")
+	if _, err := run("topology", "describe", brokers); !errors.Is(err, topology.ErrMissingTopic) {
+		t.Errorf("describe before apply: %v, want ErrMissingTopic", err)
+	}
+	out, err := run("topology", "apply", brokers, "--partitions=3", "-f", "../../examples/quickstart")
+	if err != nil || !strings.Contains(out, "kevents.src.default.webhook: created, 3 partitions") {
+		t.Errorf("apply: %v\n%s", err, out)
+	}
+	out, err = run("topology", "describe", brokers, "--partitions=3", "-f", "../../examples/quickstart")
+	if err != nil || !strings.Contains(out, "kevents.commands") || !strings.Contains(out, "kevents.src.default.webhook") {
+		t.Errorf("describe after apply: %v\n%s", err, out)
+	}
+	if _, err := run("topology", "describe"); err == nil || !strings.Contains(err.Error(), "--brokers: missing") {
+		t.Errorf("describe without --brokers: %v", err)
 	}
 }
