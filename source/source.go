@@ -105,16 +105,6 @@ var types = registry.New[Spec, Constructor]("eventsource type")
 // panics on a duplicate: that is a programming error.
 func Register(name string, spec Spec, ctor Constructor) { types.Register(name, spec, ctor) }
 
-// Types lists the registered source types with their summaries.
-func Types() map[string]string {
-	out := map[string]string{}
-	for _, name := range types.Names() {
-		e, _ := types.Lookup(name)
-		out[name] = e.Spec.Summary
-	}
-	return out
-}
-
 // Check returns every reason the EventSource cannot run; errors for source types kevents does
 // not run yet wrap api.ErrNotSupported.
 func Check(es *api.EventSource) error {

@@ -615,8 +615,8 @@ func TestCheckWebhookUnsupportedFields(t *testing.T) {
 	if err := Check(es); err != nil {
 		t.Errorf("plain webhook: Check: %v", err)
 	}
-	if _, ok := Types()["webhook"]; !ok {
-		t.Error("Types() lacks webhook")
+	if e, err := types.Lookup("webhook"); err != nil || e.Spec.Summary == "" {
+		t.Errorf("webhook is not registered with a summary: %v", err)
 	}
 }
 

@@ -452,18 +452,17 @@ func TestCheckHTTP(t *testing.T) {
 }
 
 func TestRegistry(t *testing.T) {
-	types := Types()
 	for _, name := range []string{"http", "log"} {
-		if types[name] == "" {
-			t.Errorf("trigger type %s is not registered with a summary (types: %v)", name, types)
+		if e, err := types.Lookup(name); err != nil || e.Spec.Summary == "" {
+			t.Errorf("trigger type %s is not registered with a summary: %v", name, err)
 		}
 	}
 	xs, err := newExecutors(Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(xs) != len(types) {
-		t.Errorf("%d executors for %d types", len(xs), len(types))
+	if len(xs) != len(types.Names()) {
+		t.Errorf("%d executors for %d types", len(xs), len(types.Names()))
 	}
 	_, _, err = Render(RenderInput{Template: &api.TriggerTemplate{Name: "t", K8s: json.RawMessage(`{}`)}})
 	if !errors.Is(err, api.ErrNotSupported) || !strings.Contains(err.Error(), `trigger type "k8s"`) {

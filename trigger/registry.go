@@ -64,16 +64,6 @@ var types = registry.New[Spec, Constructor]("trigger type")
 // ("http", "log", ...). It panics on a duplicate name: that is a programming error.
 func Register(name string, spec Spec, ctor Constructor) { types.Register(name, spec, ctor) }
 
-// Types lists the registered trigger types with their summaries.
-func Types() map[string]string {
-	out := map[string]string{}
-	for _, name := range types.Names() {
-		e, _ := types.Lookup(name)
-		out[name] = e.Spec.Summary
-	}
-	return out
-}
-
 // Check validates a trigger template: its type is supported and its fields make sense.
 func Check(t *api.TriggerTemplate) error {
 	typ, err := t.Type()

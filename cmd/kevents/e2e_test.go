@@ -155,22 +155,9 @@ func caughtUp(t *testing.T, adm *kadm.Client, group, topic string) bool {
 // commandCount counts the committed records of the commands topic.
 func commandCount(t *testing.T, brokers []string, topic string) int {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	n := 0
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		f := cl.PollFetches(ctx)
-		cancel()
-		if f.NumRecords() == 0 {
-			return n
-		}
-		n += f.NumRecords()
-	}
+	consumeCommitted(t, brokers, topic, func(*kgo.Record) { n++ })
+	return n
 }
 
 const e2eEventSource = `apiVersion: argoproj.io/v1alpha1

@@ -94,24 +94,15 @@ func contains(list []string, s string) bool {
 }
 
 func TestValidateCommand(t *testing.T) {
-	run := func(args ...string) (string, error) {
-		cmd := newRootCmd()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(args)
-		err := cmd.Execute()
-		return out.String(), err
-	}
-	out, err := run("validate", "-f", "../../examples/quickstart")
+	out, err := runCLI("validate", "-f", "../../examples/quickstart")
 	if err != nil || !strings.Contains(out, "2 documents: 2 ok") {
 		t.Errorf("quickstart: err %v, output:\n%s", err, out)
 	}
-	out, err = run("validate", "-f", filepath.Join(corpus, "event-sources", "aws-sqs.yaml"))
+	out, err = runCLI("validate", "-f", filepath.Join(corpus, "event-sources", "aws-sqs.yaml"))
 	if err == nil || !strings.Contains(out, `not supported yet: eventsource type "sqs"`) {
 		t.Errorf("sqs: want a non-zero exit and the not-supported line; err %v, output:\n%s", err, out)
 	}
-	if _, err = run("validate", "-f", "does-not-exist.yaml"); err == nil {
+	if _, err = runCLI("validate", "-f", "does-not-exist.yaml"); err == nil {
 		t.Error("a missing path must fail")
 	}
 }
@@ -152,28 +143,30 @@ func TestTopologyCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cluster.Close()
-	run := func(args ...string) (string, error) {
-		cmd := newRootCmd()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(args)
-		err := cmd.Execute()
-		return out.String(), err
-	}
 	brokers := "--brokers=" + strings.Join(cluster.ListenAddrs(), ",")
-	if _, err := run("topology", "describe", brokers); !errors.Is(err, topology.ErrMissingTopic) {
+	if _, err := runCLI("topology", "describe", brokers); !errors.Is(err, topology.ErrMissingTopic) {
 		t.Errorf("describe before apply: %v, want ErrMissingTopic", err)
 	}
-	out, err := run("topology", "apply", brokers, "--partitions=3", "-f", "../../examples/quickstart")
+	out, err := runCLI("topology", "apply", brokers, "--partitions=3", "-f", "../../examples/quickstart")
 	if err != nil || !strings.Contains(out, "kevents.src.default.webhook: created, 3 partitions") {
 		t.Errorf("apply: %v\n%s", err, out)
 	}
-	out, err = run("topology", "describe", brokers, "--partitions=3", "-f", "../../examples/quickstart")
+	out, err = runCLI("topology", "describe", brokers, "--partitions=3", "-f", "../../examples/quickstart")
 	if err != nil || !strings.Contains(out, "kevents.commands") || !strings.Contains(out, "kevents.src.default.webhook") {
 		t.Errorf("describe after apply: %v\n%s", err, out)
 	}
-	if _, err := run("topology", "describe"); err == nil || !strings.Contains(err.Error(), "--brokers: missing") {
+	if _, err := runCLI("topology", "describe"); err == nil || !strings.Contains(err.Error(), "--brokers: missing") {
 		t.Errorf("describe without --brokers: %v", err)
 	}
+}
+
+// runCLI runs the kevents command line with args and returns what it printed.
+func runCLI(args ...string) (string, error) {
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
 }
