@@ -5,7 +5,6 @@ package sensor
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -111,44 +110,40 @@ func compile(s *api.Sensor) (*compiled, error) {
 	return c, nil
 }
 
-var conditionToken = regexp.MustCompile(`\|\||&&|[()!]|[^\s()|&!]+`)
-
 // singleEventDeps returns the dependencies one event of which satisfies the trigger's
-// condition. Conditions that need several events at once (the default AND of several
-// dependencies, or &&) come with the join stage and are refused as not supported yet.
+// condition on its own. Conditions that need several events together (the default AND of
+// several dependencies, or an && somewhere) need the join stage, which is not supported yet.
 func singleEventDeps(conditions string, deps []api.EventDependency) ([]string, error) {
-	known := map[string]bool{}
-	for _, d := range deps {
-		known[d.Name] = true
+	names := make([]string, len(deps))
+	for i, d := range deps {
+		names[i] = d.Name
 	}
-	if strings.TrimSpace(conditions) == "" {
-		if len(deps) == 1 {
-			return []string{deps[0].Name}, nil
-		}
-		return nil, api.NotSupported("condition", "all of "+strconv.Itoa(len(deps))+" dependencies (AND)")
+	cond, err := parseConditions(conditions, names)
+	if err != nil {
+		return nil, err
 	}
-	var names []string
+	var fire, join []string
 	seen := map[string]bool{}
-	for _, tok := range conditionToken.FindAllString(conditions, -1) {
-		switch tok {
-		case "||", "(", ")":
-		case "&&", "!":
-			return nil, api.NotSupported("condition", conditions)
-		default:
-			if !known[tok] {
-				return nil, fmt.Errorf("%q names dependency %q, which the sensor does not have", conditions, tok)
-			}
-			if !seen[tok] {
-				names = append(names, tok)
-				seen[tok] = true
-			}
+	for _, d := range cond.deps(nil) {
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		if cond.holds(map[string]bool{d: true}) {
+			fire = append(fire, d)
+		} else {
+			join = append(join, d)
 		}
 	}
-	if len(names) == 0 {
-		return nil, fmt.Errorf("%q names no dependency", conditions)
+	if len(join) > 0 {
+		what := conditions
+		if strings.TrimSpace(what) == "" {
+			what = "all of " + strconv.Itoa(len(deps)) + " dependencies (AND)"
+		}
+		return nil, api.NotSupported("condition", what)
 	}
-	sort.Strings(names)
-	return names, nil
+	sort.Strings(fire)
+	return fire, nil
 }
 
 // compileRetry turns Argo's retryStrategy into durations. Argo reads an integer duration as

@@ -69,7 +69,7 @@ func TestCheck(t *testing.T) {
 		{name: "conditions naming an unknown dependency", sensor: testSensor(deps("a", "b"), logTrigger("t", "a || c")),
 			wantErr: []string{"spec.triggers[0] (t).template.conditions", `"c"`}},
 		{name: "conditions naming no dependency", sensor: testSensor(deps("a", "b"), logTrigger("t", "( || )")),
-			wantErr: []string{"names no dependency"}},
+			wantErr: []string{`"( || )": unexpected "||"; expected a dependency name or (`}},
 
 		{name: "exprs filter", sensor: testSensor(withFilters(&api.EventDependencyFilter{Exprs: []api.ExprFilter{{Expr: "a == 1"}}}), logTrigger("t", "")),
 			wantErr: []string{"spec.dependencies[0] (a).filters.exprs", `filter "exprs"`}, notSupported: true},
