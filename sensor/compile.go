@@ -25,14 +25,18 @@ type dependency struct {
 	api.EventDependency
 	data   []dataFilter
 	dataOr bool
-	// triggers are those that one event of this dependency fires.
+	// triggers are those that one event of this dependency fires on its own.
 	triggers []*compiledTrigger
+	// joins are those whose condition needs this dependency together with others: its events
+	// go to the join stage.
+	joins []*compiledTrigger
 }
 
 type compiledTrigger struct {
 	def   api.Trigger
 	name  string
 	retry *trigger.Retry
+	cond  condition
 }
 
 // Check loads a sensor as the pool would and returns every reason it cannot run, naming the
@@ -93,13 +97,22 @@ func compile(s *api.Sensor) (*compiled, error) {
 			errs = append(errs, fmt.Errorf("%s.retryStrategy: %w", path, err))
 		}
 		ct.retry = retry
-		fireOn, err := singleEventDeps(t.Template.Conditions, s.Spec.Dependencies)
+		names := make([]string, len(s.Spec.Dependencies))
+		for i, d := range s.Spec.Dependencies {
+			names[i] = d.Name
+		}
+		cond, err := parseConditions(t.Template.Conditions, names)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s.template.conditions: %w", path, err))
-		}
-		for _, name := range fireOn {
-			if d := c.deps[name]; d != nil {
-				d.triggers = append(d.triggers, ct)
+		} else {
+			ct.cond = cond
+			deps, join := route(cond)
+			for _, name := range deps {
+				if d := c.deps[name]; d != nil && join {
+					d.joins = append(d.joins, ct)
+				} else if d != nil {
+					d.triggers = append(d.triggers, ct)
+				}
 			}
 		}
 		c.triggers = append(c.triggers, ct)
@@ -110,40 +123,25 @@ func compile(s *api.Sensor) (*compiled, error) {
 	return c, nil
 }
 
-// singleEventDeps returns the dependencies one event of which satisfies the trigger's
-// condition on its own. Conditions that need several events together (the default AND of
-// several dependencies, or an && somewhere) need the join stage, which is not supported yet.
-func singleEventDeps(conditions string, deps []api.EventDependency) ([]string, error) {
-	names := make([]string, len(deps))
-	for i, d := range deps {
-		names[i] = d.Name
-	}
-	cond, err := parseConditions(conditions, names)
-	if err != nil {
-		return nil, err
-	}
-	var fire, join []string
+// route returns the dependencies a condition mentions and whether they need the join stage:
+// when one event of each satisfies the condition on its own (one dependency, or only ||), the
+// trigger fires straight from stage 1; otherwise every event of the trigger goes through the
+// join, where the condition is evaluated over the latest event of each dependency, and firing
+// clears them all, as Argo does.
+func route(cond condition) (deps []string, join bool) {
 	seen := map[string]bool{}
 	for _, d := range cond.deps(nil) {
 		if seen[d] {
 			continue
 		}
 		seen[d] = true
-		if cond.holds(map[string]bool{d: true}) {
-			fire = append(fire, d)
-		} else {
-			join = append(join, d)
+		deps = append(deps, d)
+		if !cond.holds(map[string]bool{d: true}) {
+			join = true
 		}
 	}
-	if len(join) > 0 {
-		what := conditions
-		if strings.TrimSpace(what) == "" {
-			what = "all of " + strconv.Itoa(len(deps)) + " dependencies (AND)"
-		}
-		return nil, api.NotSupported("condition", what)
-	}
-	sort.Strings(fire)
-	return fire, nil
+	sort.Strings(deps)
+	return deps, join
 }
 
 // compileRetry turns Argo's retryStrategy into durations. Argo reads an integer duration as

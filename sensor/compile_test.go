@@ -58,12 +58,9 @@ func TestCheck(t *testing.T) {
 			Data: []api.DataFilter{str("k", "", "v"), num("n", ">", "1")}, DataLogicalOperator: "or",
 		}), logTrigger("t", ""))},
 
-		{name: "default AND of two dependencies", sensor: testSensor(deps("a", "b"), logTrigger("t", "")),
-			wantErr: []string{"spec.triggers[0] (t).template.conditions", "AND"}, notSupported: true},
-		{name: "a && b", sensor: testSensor(deps("a", "b"), logTrigger("t", "a && b")),
-			wantErr: []string{"spec.triggers[0] (t).template.conditions", `"a && b"`}, notSupported: true},
-		{name: "a || (b && c)", sensor: testSensor(deps("a", "b", "c"), logTrigger("t", "a || (b && c)")),
-			wantErr: []string{"conditions"}, notSupported: true},
+		{name: "default AND of two dependencies", sensor: testSensor(deps("a", "b"), logTrigger("t", ""))},
+		{name: "a && b", sensor: testSensor(deps("a", "b"), logTrigger("t", "a && b"))},
+		{name: "a || (b && c)", sensor: testSensor(deps("a", "b", "c"), logTrigger("t", "a || (b && c)"))},
 		{name: "negation", sensor: testSensor(deps("a", "b"), logTrigger("t", "!a || b")),
 			wantErr: []string{"conditions"}, notSupported: true},
 		{name: "conditions naming an unknown dependency", sensor: testSensor(deps("a", "b"), logTrigger("t", "a || c")),
@@ -197,19 +194,28 @@ func TestCompileWiring(t *testing.T) {
 	}
 }
 
-func TestSingleEventDeps(t *testing.T) {
-	ds := deps("b", "a", "c")
-	got, err := singleEventDeps("c || a || c", ds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Join(got, ",") != "a,c" {
-		t.Errorf("singleEventDeps = %v; want [a c] (sorted, without repeats)", got)
-	}
-	// Dependency names may hold characters other than letters, as Argo's do.
-	got, err = singleEventDeps("dep-1||dep_2", deps("dep-1", "dep_2"))
-	if err != nil || strings.Join(got, ",") != "dep-1,dep_2" {
-		t.Errorf("singleEventDeps = %v, %v; want [dep-1 dep_2]", got, err)
+func TestRoute(t *testing.T) {
+	for _, c := range []struct {
+		expr  string
+		deps  string
+		join  bool
+		names []string
+	}{
+		{"c || a || c", "a,c", false, []string{"a", "b", "c"}},
+		{"dep-1||dep_2", "dep-1,dep_2", false, []string{"dep-1", "dep_2"}},
+		{"", "a,b", true, []string{"a", "b"}},
+		{"a && b", "a,b", true, []string{"a", "b", "c"}},
+		// Once any dependency needs company, every event of the trigger goes through the join.
+		{"a || (b && c)", "a,b,c", true, []string{"a", "b", "c"}},
+	} {
+		cond, err := parseConditions(c.expr, c.names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deps, join := route(cond)
+		if strings.Join(deps, ",") != c.deps || join != c.join {
+			t.Errorf("%q: deps %v join %v; want %s join %v", c.expr, deps, join, c.deps, c.join)
+		}
 	}
 }
 

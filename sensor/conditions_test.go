@@ -67,19 +67,3 @@ func TestConditionErrors(t *testing.T) {
 		}
 	}
 }
-
-func TestSingleEventDepsNeedJoin(t *testing.T) {
-	deps := []api.EventDependency{{Name: "a"}, {Name: "b"}, {Name: "c"}}
-	got, err := singleEventDeps("c || a", deps)
-	if err != nil || strings.Join(got, ",") != "a,c" {
-		t.Errorf("c || a: %v %v, want a,c", got, err)
-	}
-	for _, expr := range []string{"", "a && b", "a || (b && c)"} {
-		if _, err := singleEventDeps(expr, deps); !errors.Is(err, api.ErrNotSupported) {
-			t.Errorf("%q needs the join: got %v, want not supported yet", expr, err)
-		}
-	}
-	if got, err := singleEventDeps("", deps[:1]); err != nil || len(got) != 1 {
-		t.Errorf("one dependency fires alone: %v %v", got, err)
-	}
-}

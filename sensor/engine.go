@@ -40,16 +40,24 @@ type Config struct {
 func GroupID(t *topology.Topology) string { return t.Prefix() + ".sensor" }
 
 // index maps (source topic, event name) to the dependencies waiting for it, so that each event
-// is read once by the pool whatever the number of sensors.
-type index map[string]map[string][]depRef
+// is read once by the pool whatever the number of sensors; and join keys' triggers by name.
+type index struct {
+	byEvent  map[string]map[string][]depRef
+	triggers map[string]triggerRef // by joinKey
+}
 
 type depRef struct {
 	sensor *compiled
 	dep    *dependency
 }
 
-func buildIndex(t *topology.Topology, sensors []*api.Sensor) (index, error) {
-	idx := index{}
+type triggerRef struct {
+	sensor  *compiled
+	trigger *compiledTrigger
+}
+
+func buildIndex(t *topology.Topology, sensors []*api.Sensor) (*index, error) {
+	idx := &index{byEvent: map[string]map[string][]depRef{}, triggers: map[string]triggerRef{}}
 	var errs []error
 	for _, s := range sensors {
 		c, err := compile(s)
@@ -59,10 +67,13 @@ func buildIndex(t *topology.Topology, sensors []*api.Sensor) (index, error) {
 		}
 		for _, d := range c.deps {
 			topic := t.SourceTopic(c.namespace, d.EventSourceName)
-			if idx[topic] == nil {
-				idx[topic] = map[string][]depRef{}
+			if idx.byEvent[topic] == nil {
+				idx.byEvent[topic] = map[string][]depRef{}
 			}
-			idx[topic][d.EventName] = append(idx[topic][d.EventName], depRef{sensor: c, dep: d})
+			idx.byEvent[topic][d.EventName] = append(idx.byEvent[topic][d.EventName], depRef{sensor: c, dep: d})
+		}
+		for _, ct := range c.triggers {
+			idx.triggers[joinKey(c.namespace, c.name, ct.name)] = triggerRef{sensor: c, trigger: ct}
 		}
 	}
 	return idx, errors.Join(errs...)
@@ -85,10 +96,16 @@ func SourceTopics(t *topology.Topology, sensors []*api.Sensor) []string {
 	return out
 }
 
-// Run consumes the source topics of the loaded sensors as a member of the sensor pool until ctx
-// ends.
+// Run consumes the source topics of the loaded sensors and the matches topic as a member of
+// the sensor pool until ctx ends.
 //
-// Contract: for each polled batch, every command the batch produces and the batch's input
+// Stage 1 matches source events against the index: a trigger that one event satisfies gets its
+// command at once; events of triggers that need several dependencies go to the matches topic,
+// keyed by join key. Stage 2 reads the matches partitions this member owns, restoring the state
+// topic's partition of the same number first, and keeps the latest event per dependency until
+// the trigger's condition holds.
+//
+// Contract: for each polled batch, every output (commands, matches, state) and the batch's input
 // offsets are committed in one Kafka transaction; a crash or rebalance at any point neither
 // loses nor duplicates a command for read_committed readers.
 func Run(ctx context.Context, cfg Config) error {
@@ -102,17 +119,21 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	topics := make([]string, 0, len(idx))
-	for t := range idx {
-		topics = append(topics, t)
-	}
-	if len(topics) == 0 {
+	if len(idx.byEvent) == 0 {
 		cfg.Logger.Info("sensor: no sensors loaded; nothing to consume")
 		cfg.Metrics.AddReadyCheck("sensor", func(context.Context) error { return nil })
 		<-ctx.Done()
 		return nil
 	}
+	topics := []string{cfg.Topology.Matches()}
+	for t := range idx.byEvent {
+		topics = append(topics, t)
+	}
 	sort.Strings(topics)
+	store := newJoinStore()
+	dropMatches := func(_ context.Context, _ *kgo.Client, parts map[string][]int32) {
+		store.drop(parts[cfg.Topology.Matches()])
+	}
 	sess, err := kgo.NewGroupTransactSession(cfg.Kafka.Opts(
 		kgo.TransactionalID(cfg.Topology.Prefix()+".sensor."+cfg.Member),
 		kgo.TransactionTimeout(10*time.Second),
@@ -122,6 +143,9 @@ func Run(ctx context.Context, cfg Config) error {
 		kgo.ConsumeTopics(topics...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
+		kgo.OnPartitionsRevoked(dropMatches),
+		kgo.OnPartitionsLost(dropMatches),
+		kgo.RecordPartitioner(statePartitioner{state: cfg.Topology.State()}),
 		kgo.ProducerLinger(0),
 		kgo.ProducerBatchMaxBytes(topology.MaxRecordBytes),
 	)...)
@@ -131,6 +155,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer sess.Close()
 	cfg.Metrics.AddReadyCheck("sensor", sess.Client().Ping)
 	cfg.Logger.Info("sensor: consuming", "topics", topics, "group", GroupID(cfg.Topology), "member", cfg.Member)
+	st := &stage{cfg: cfg, idx: idx, store: store}
 
 	for {
 		fetches := sess.PollFetches(ctx)
@@ -147,35 +172,29 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("sensor: begin transaction: %w", err)
 		}
 		var (
-			emitted    []*trigger.Command
 			mu         sync.Mutex
 			produceErr error
 		)
-		// Produce the whole batch asynchronously and flush once: a round trip per batch, not
-		// per command. A failed record makes the transaction abort, and the batch runs again.
-		fetches.EachRecord(func(r *kgo.Record) {
-			for _, cmd := range process(cfg, idx, r) {
-				rec, err := commandRecord(cfg.Topology, cmd)
-				if err != nil {
-					mu.Lock()
-					produceErr = errors.Join(produceErr, err)
-					mu.Unlock()
-					continue
-				}
-				emitted = append(emitted, cmd)
-				sess.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-					if err != nil {
-						mu.Lock()
-						produceErr = errors.Join(produceErr, err)
-						mu.Unlock()
-					}
-				})
-			}
-		})
-		if err := sess.Client().Flush(ctx); err != nil && ctx.Err() == nil {
+		fail := func(err error) {
 			mu.Lock()
 			produceErr = errors.Join(produceErr, err)
 			mu.Unlock()
+		}
+		// Produce the whole batch asynchronously and flush once: a round trip per batch, not
+		// per output. Any failure aborts the transaction, and the batch runs again.
+		out, emitted, err := st.batch(ctx, fetches)
+		if err != nil {
+			fail(err)
+		}
+		for _, rec := range out {
+			sess.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+				if err != nil {
+					fail(err)
+				}
+			})
+		}
+		if err := sess.Client().Flush(ctx); err != nil && ctx.Err() == nil {
+			fail(err)
 		}
 		mu.Lock()
 		commit := produceErr == nil
@@ -183,13 +202,16 @@ func Run(ctx context.Context, cfg Config) error {
 		committed, err := sess.End(ctx, kgo.TransactionEndTry(commit))
 		switch {
 		case err != nil:
+			store.abort()
 			if ctx.Err() != nil {
 				return nil
 			}
 			cfg.Logger.Warn("sensor: transaction not committed; the batch will be processed again", "err", err)
 		case !committed:
+			store.abort()
 			cfg.Logger.Warn("sensor: transaction aborted; the batch will be processed again", "produceErr", produceErr)
 		default:
+			store.commit()
 			for _, cmd := range emitted {
 				cfg.Metrics.CommandsEmitted.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
 			}
@@ -197,19 +219,72 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 }
 
-// process matches one record against the index and returns the commands it fires. A record
-// that is not a CloudEvent, or an event no filter passes, fires nothing.
-func process(cfg Config, idx index, r *kgo.Record) []*trigger.Command {
-	byEvent := idx[r.Topic]
+// stage processes batches for one member.
+type stage struct {
+	cfg   Config
+	idx   *index
+	store *joinStore
+}
+
+// batch turns a polled batch into the records to produce in its transaction. The join changes
+// it makes stay pending in the store until the caller commits or aborts them.
+func (st *stage) batch(ctx context.Context, fetches kgo.Fetches) ([]*kgo.Record, []*trigger.Command, error) {
+	st.store.mu.Lock()
+	defer st.store.mu.Unlock()
+	var (
+		out  []*kgo.Record
+		cmds []*trigger.Command
+		errs []error
+	)
+	emit := func(cmd *trigger.Command) {
+		rec, err := commandRecord(st.cfg.Topology, cmd)
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		out = append(out, rec)
+		cmds = append(cmds, cmd)
+	}
+	fetches.EachRecord(func(r *kgo.Record) {
+		if r.Topic == st.cfg.Topology.Matches() {
+			recs, cmd, err := st.join(ctx, r)
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			out = append(out, recs...)
+			if cmd != nil {
+				emit(cmd)
+			}
+			return
+		}
+		recs, fired := st.match(r)
+		out = append(out, recs...)
+		for _, cmd := range fired {
+			emit(cmd)
+		}
+	})
+	return out, cmds, errors.Join(errs...)
+}
+
+// match is stage 1 for one source record: the commands it fires on its own and the match
+// records it sends to the join. A record that is not a CloudEvent, or an event no filter passes,
+// yields nothing.
+func (st *stage) match(r *kgo.Record) ([]*kgo.Record, []*trigger.Command) {
+	cfg := st.cfg
+	byEvent := st.idx.byEvent[r.Topic]
 	if byEvent == nil {
-		return nil
+		return nil, nil
 	}
 	e, err := cloudevent.FromRecord(r)
 	if err != nil {
 		cfg.Logger.Warn("sensor: skipping a record that is not a CloudEvent", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-		return nil
+		return nil, nil
 	}
-	var out []*trigger.Command
+	var (
+		matches []*kgo.Record
+		cmds    []*trigger.Command
+	)
 	for _, ref := range byEvent[e.Subject()] {
 		ok, err := matchData(ref.dep.data, ref.dep.dataOr, e.Data())
 		if err != nil || !ok {
@@ -224,10 +299,101 @@ func process(cfg Config, idx index, r *kgo.Record) []*trigger.Command {
 				cfg.Logger.Error("sensor: cannot render trigger; not fired", "sensor", ref.sensor.name, "trigger", t.name, "eventID", e.ID(), "err", err)
 				continue
 			}
-			out = append(out, cmd)
+			cmds = append(cmds, cmd)
+		}
+		if len(ref.dep.joins) == 0 {
+			continue
+		}
+		ev, err := e.MarshalJSON()
+		if err != nil {
+			cfg.Logger.Error("sensor: cannot encode event for the join", "sensor", ref.sensor.name, "eventID", e.ID(), "err", err)
+			continue
+		}
+		for _, t := range ref.dep.joins {
+			v, _ := json.Marshal(joinRecord{Namespace: ref.sensor.namespace, Sensor: ref.sensor.name, Trigger: t.name, Dependency: ref.dep.Name, Event: ev})
+			matches = append(matches, &kgo.Record{Topic: cfg.Topology.Matches(), Key: []byte(joinKey(ref.sensor.namespace, ref.sensor.name, t.name)), Value: v})
 		}
 	}
-	return out
+	return matches, cmds
+}
+
+// join is stage 2 for one match record: it adds the event to its key's state and fires the
+// trigger when the condition holds. It returns the state record to write (the new state, or a
+// tombstone when the trigger fired) and the command, if any.
+func (st *stage) join(ctx context.Context, r *kgo.Record) ([]*kgo.Record, *trigger.Command, error) {
+	cfg := st.cfg
+	if !st.store.restored(r.Partition) {
+		rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+		start := time.Now()
+		part, err := restorePartition(rctx, cfg.Kafka, cfg.Topology.State(), r.Partition)
+		cancel()
+		if err != nil {
+			return nil, nil, err
+		}
+		st.store.parts[r.Partition] = part
+		cfg.Logger.Info("sensor: restored join state", "partition", r.Partition, "keys", len(part), "took", time.Since(start))
+	}
+	var jr joinRecord
+	if err := json.Unmarshal(r.Value, &jr); err != nil {
+		cfg.Logger.Error("sensor: skipping a malformed match record", "partition", r.Partition, "offset", r.Offset, "err", err)
+		return nil, nil, nil
+	}
+	key := string(r.Key)
+	ref, ok := st.idx.triggers[key]
+	if !ok {
+		cfg.Logger.Warn("sensor: match for a trigger that is not loaded; dropped", "key", key)
+		return nil, nil, nil
+	}
+	state := &joinState{Namespace: jr.Namespace, Sensor: jr.Sensor, Trigger: jr.Trigger}
+	if cur := st.store.get(r.Partition, key); cur != nil {
+		state = cur.clone()
+	} else {
+		state.Events = map[string]json.RawMessage{}
+	}
+	state.Events[jr.Dependency] = jr.Event
+
+	have := make(map[string]bool, len(state.Events))
+	for d := range state.Events {
+		have[d] = true
+	}
+	stateRec := &kgo.Record{Topic: cfg.Topology.State(), Partition: r.Partition, Key: r.Key}
+	if !ref.trigger.cond.holds(have) {
+		v, err := json.Marshal(state)
+		if err != nil {
+			return nil, nil, err
+		}
+		stateRec.Value = v
+		st.store.put(r.Partition, key, state)
+		return []*kgo.Record{stateRec}, nil, nil
+	}
+	// The condition holds: fire with the latest event of every dependency met, and start over.
+	events := make(map[string]*cloudevents.Event, len(state.Events))
+	for d, raw := range state.Events {
+		e := cloudevents.New()
+		if err := e.UnmarshalJSON(raw); err != nil {
+			return nil, nil, fmt.Errorf("join state %q, dependency %s: %w", key, d, err)
+		}
+		events[d] = &e
+	}
+	st.store.put(r.Partition, key, nil)
+	cmd, err := render(ref.sensor, ref.trigger, events)
+	if err != nil {
+		cfg.Logger.Error("sensor: cannot render trigger; not fired", "sensor", ref.sensor.name, "trigger", ref.trigger.name, "err", err)
+		return []*kgo.Record{stateRec}, nil, nil
+	}
+	return []*kgo.Record{stateRec}, cmd, nil
+}
+
+// statePartitioner writes state records to the partition their match came from, so that
+// partition i of the state topic always belongs with partition i of the matches topic; every
+// other record is hashed by key as Kafka's default partitioner does.
+type statePartitioner struct{ state string }
+
+func (p statePartitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	if topic == p.state {
+		return kgo.ManualPartitioner().ForTopic(topic)
+	}
+	return kgo.StickyKeyPartitioner(nil).ForTopic(topic)
 }
 
 func render(s *compiled, t *compiledTrigger, events map[string]*cloudevents.Event) (*trigger.Command, error) {

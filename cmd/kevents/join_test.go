@@ -1,0 +1,119 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/kevents/kevents/topology"
+)
+
+const joinEventSource = `apiVersion: argoproj.io/v1alpha1
+kind: EventSource
+metadata:
+  name: ci
+spec:
+  webhook:
+    build:
+      port: "%[1]d"
+      endpoint: /build
+      method: POST
+    tests:
+      port: "%[1]d"
+      endpoint: /tests
+      method: POST
+`
+
+const joinSensor = `apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata:
+  name: release
+spec:
+  dependencies:
+    - name: build
+      eventSourceName: ci
+      eventName: build
+    - name: tests
+      eventSourceName: ci
+      eventName: tests
+  triggers:
+    - template:
+        name: ship
+        conditions: "build && tests"
+        http:
+          url: %s/ship
+          payload:
+            - src: {dependencyName: build, dataKey: body.artifact}
+              dest: artifact
+            - src: {dependencyName: tests, dataKey: body.passed}
+              dest: passed
+`
+
+// TestJoinSurvivesRestart: an AND sensor fires only when both events arrived, with the latest
+// of each, and a pending event survives a restart of kevents.
+func TestJoinSurvivesRestart(t *testing.T) {
+	sk := newSink(t)
+	dir := t.TempDir()
+	port := freePort(t)
+	writeFile(t, filepath.Join(dir, "defs", "es.yaml"), fmt.Sprintf(joinEventSource, port))
+	writeFile(t, filepath.Join(dir, "defs", "sensor.yaml"), fmt.Sprintf(joinSensor, sk.srv.URL))
+	topo, err := topology.New(topology.Partitions(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := runConfig{
+		paths: []string{filepath.Join(dir, "defs")}, dataDir: filepath.Join(dir, "broker"), brokerPort: freePort(t),
+		topology: topo, metricsAddr: "127.0.0.1:0", member: "join", publishTimeout: 5 * time.Second,
+		logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	}
+	url := func(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", port, path) }
+	mustPost := func(path, body string) {
+		t.Helper()
+		if code := post(t, url(path), body); code != http.StatusOK {
+			t.Fatalf("POST %s: %d", path, code)
+		}
+	}
+
+	in := start(t, cfg)
+	mustPost("/build", `{"artifact":"v1"}`)
+	mustPost("/build", `{"artifact":"v2"}`) // the latest event of a dependency wins
+	waitFor(t, "the join to hold the build events", func() bool {
+		return testutil.ToFloat64(in.metrics.EventsMatched.WithLabelValues("release", "build")) == 2
+	})
+	in.stop(t)
+	if n := len(sk.requests()); n != 0 {
+		t.Fatalf("the trigger fired with only one dependency met (%d requests)", n)
+	}
+
+	in = start(t, cfg)
+	defer in.stop(t)
+	mustPost("/tests", `{"passed":"yes"}`)
+	waitFor(t, "the trigger to fire", func() bool { return len(sk.requests()) == 1 })
+	var body map[string]string
+	if err := json.Unmarshal(sk.requests()[0].body, &body); err != nil {
+		t.Fatal(err)
+	}
+	if body["artifact"] != "v2" || body["passed"] != "yes" {
+		t.Errorf("payload %v; want the latest build (v2) and the tests event", body)
+	}
+
+	// Firing cleared the state: one more tests event alone does not fire again.
+	mustPost("/tests", `{"passed":"again"}`)
+	waitFor(t, "the second tests event to be matched", func() bool {
+		return testutil.ToFloat64(in.metrics.EventsMatched.WithLabelValues("release", "tests")) == 2
+	})
+	mustPost("/build", `{"artifact":"v3"}`)
+	waitFor(t, "the second firing", func() bool { return len(sk.requests()) == 2 })
+	if err := json.Unmarshal(sk.requests()[1].body, &body); err != nil {
+		t.Fatal(err)
+	}
+	if body["artifact"] != "v3" || body["passed"] != "again" {
+		t.Errorf("second payload %v; want v3 and again", body)
+	}
+}

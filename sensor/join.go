@@ -1,0 +1,212 @@
+package sensor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kevents/kevents/internal/kclient"
+)
+
+// joinRecord is the value of a record on the matches topic: one dependency's event for one
+// trigger, routed by stage 1 to the partition of its join key.
+type joinRecord struct {
+	Namespace  string          `json:"namespace"`
+	Sensor     string          `json:"sensor"`
+	Trigger    string          `json:"trigger"`
+	Dependency string          `json:"dependency"`
+	Event      json.RawMessage `json:"event"` // the CloudEvent in JSON format
+}
+
+// joinState is what a join key waits with: the latest event of each dependency met so far. It
+// is the value of the key's record on the state topic.
+type joinState struct {
+	Namespace string                     `json:"namespace"`
+	Sensor    string                     `json:"sensor"`
+	Trigger   string                     `json:"trigger"`
+	Events    map[string]json.RawMessage `json:"events"` // by dependency
+}
+
+func (s *joinState) clone() *joinState {
+	c := *s
+	c.Events = make(map[string]json.RawMessage, len(s.Events)+1)
+	for k, v := range s.Events {
+		c.Events[k] = v
+	}
+	return &c
+}
+
+// joinKey is the key of a trigger's join state: one pending set per trigger, as in Argo.
+func joinKey(namespace, sensor, trigger string) string {
+	return namespace + "/" + sensor + "/" + trigger + "/"
+}
+
+// joinStore holds the join state of the matches partitions this member owns.
+//
+// Invariants: a partition is in parts only once it was restored from the state topic, and it
+// leaves parts when the partition is revoked or lost, so state is never read from a partition
+// another member may be writing. Changes of the batch in progress stay in pending until the
+// batch's transaction committed (commit) or aborted (abort): an aborted batch is processed again
+// from the same committed state, so it must not have changed it.
+type joinStore struct {
+	mu      sync.Mutex
+	parts   map[int32]map[string]*joinState
+	pending map[string]pendingState
+}
+
+type pendingState struct {
+	part  int32
+	state *joinState // nil: the key is done (tombstoned)
+}
+
+func newJoinStore() *joinStore {
+	return &joinStore{parts: map[int32]map[string]*joinState{}, pending: map[string]pendingState{}}
+}
+
+func (s *joinStore) restored(p int32) bool {
+	_, ok := s.parts[p]
+	return ok
+}
+
+// get returns the state of key as this batch sees it; callers must clone before changing it.
+func (s *joinStore) get(p int32, key string) *joinState {
+	if ps, ok := s.pending[key]; ok {
+		return ps.state
+	}
+	return s.parts[p][key]
+}
+
+func (s *joinStore) put(p int32, key string, st *joinState) {
+	s.pending[key] = pendingState{part: p, state: st}
+}
+
+// commit applies the committed batch's changes to partitions still owned.
+func (s *joinStore) commit() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key, ps := range s.pending {
+		part, owned := s.parts[ps.part]
+		switch {
+		case !owned:
+		case ps.state == nil:
+			delete(part, key)
+		default:
+			part[key] = ps.state
+		}
+	}
+	clear(s.pending)
+}
+
+func (s *joinStore) abort() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.pending)
+}
+
+// drop forgets partitions this member no longer owns.
+func (s *joinStore) drop(parts []int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range parts {
+		delete(s.parts, p)
+	}
+}
+
+// pendingKeys counts the keys waiting in owned partitions.
+func (s *joinStore) pendingKeys() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, part := range s.parts {
+		n += len(part)
+	}
+	return n
+}
+
+// restorePartition reads partition p of the state topic from its start up to its last stable
+// offset, as of now, and returns the pending state it holds.
+//
+// It runs when this member first sees a record of matches partition p after being assigned it.
+// Kafka then has no open transaction of a previous owner on it (the group fetched stable
+// offsets), so everything up to the last stable offset is final.
+func restorePartition(ctx context.Context, kc kclient.Config, topic string, p int32) (map[string]*joinState, error) {
+	cl, err := kc.NewClient(
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().AtStart()}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Control records are kept so the last offset before the stable end is always seen,
+		// even when it is a transaction marker.
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxPartitionBytes(8<<20),
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s/%d: list stable offsets: %w", topic, p, err)
+	}
+	end, ok := ends.Lookup(topic, p)
+	if !ok || end.Err != nil {
+		return nil, fmt.Errorf("restore %s/%d: no stable offset: %v", topic, p, end.Err)
+	}
+	starts, err := kadm.NewClient(cl).ListStartOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s/%d: list start offsets: %w", topic, p, err)
+	}
+	start, _ := starts.Lookup(topic, p)
+	state := map[string]*joinState{}
+	if end.Offset <= start.Offset {
+		return state, nil
+	}
+	for {
+		fetches := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("restore %s/%d: %w", topic, p, err)
+		}
+		var errs []error
+		for _, fe := range fetches.Errors() {
+			errs = append(errs, fe.Err)
+		}
+		if err := errors.Join(errs...); err != nil {
+			return nil, fmt.Errorf("restore %s/%d: %w", topic, p, err)
+		}
+		done := false
+		fetches.EachRecord(func(r *kgo.Record) {
+			if r.Offset >= end.Offset-1 {
+				done = true
+			}
+			if r.Offset >= end.Offset || r.Attrs.IsControl() {
+				return
+			}
+			key := string(r.Key)
+			if r.Value == nil {
+				delete(state, key)
+				return
+			}
+			var st joinState
+			if err := json.Unmarshal(r.Value, &st); err != nil {
+				// A record we cannot read would lose a pending event silently.
+				errs = append(errs, fmt.Errorf("offset %d key %q: %w", r.Offset, key, err))
+				return
+			}
+			state[key] = &st
+		})
+		if err := errors.Join(errs...); err != nil {
+			return nil, fmt.Errorf("restore %s/%d: %w", topic, p, err)
+		}
+		if done {
+			return state, nil
+		}
+	}
+}
+
+// restoreTimeout bounds one partition's restore; a restore that fails aborts the batch, which
+// is then processed again.
+const restoreTimeout = 2 * time.Minute
