@@ -114,6 +114,18 @@ spec:
     - template: {name: t, log: {}, http: {url: "http://x"}}
 `, []string{"several trigger types set (http, log)"}},
 		{"broken yaml", "kind: [", []string{"invalid YAML"}},
+		{"correlation", `apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: x}
+spec:
+  dependencies: [{name: d, eventSourceName: a, eventName: b}]
+  triggers:
+    - template: {name: t, log: {}}
+      kevents:
+        correlation: {keys: {d: "", e: body.x}, window: soon}
+`, []string{`spec.triggers[0].kevents.correlation.keys: "e" is not a dependency`,
+			`spec.triggers[0].kevents.correlation.keys.d: empty path`,
+			`spec.triggers[0].kevents.correlation.window: "soon"; expected a positive duration`}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

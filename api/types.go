@@ -213,6 +213,25 @@ type Trigger struct {
 	RateLimit     *RateLimit         `json:"rateLimit,omitempty"`
 	AtLeastOnce   bool               `json:"atLeastOnce,omitempty"`
 	DlqTrigger    *Trigger           `json:"dlqTrigger,omitempty"`
+	// Kevents holds kevents' extensions to Argo's trigger; Argo has no such field.
+	Kevents *TriggerExtensions `json:"kevents,omitempty"`
+}
+
+// TriggerExtensions are what kevents adds to a trigger.
+type TriggerExtensions struct {
+	Correlation *Correlation `json:"correlation,omitempty"`
+}
+
+// Correlation makes a trigger's condition hold per correlation value instead of once for all
+// events: "build succeeded and tests passed for the same commit". Each dependency of the
+// condition names where its events carry the value; events whose values are equal join.
+type Correlation struct {
+	// Keys maps every dependency of the trigger's condition to a path (gjson syntax, as a data
+	// filter's path) in its event data.
+	Keys map[string]string `json:"keys"`
+	// Window, a Go duration such as "30m", bounds how long a correlation value waits for the
+	// rest of its condition after its first event; then its events are dropped. Empty: no limit.
+	Window string `json:"window,omitempty"`
 }
 
 // Backoff is Argo's retry strategy.

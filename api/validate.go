@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Event is one named event of an EventSource, whatever its type.
@@ -237,6 +238,9 @@ func (t *Trigger) validate(path string, deps map[string]bool) error {
 	if t.DlqTrigger != nil {
 		errs = append(errs, t.DlqTrigger.validate(path+".dlqTrigger", deps))
 	}
+	if t.Kevents != nil && t.Kevents.Correlation != nil {
+		errs = append(errs, t.Kevents.Correlation.validate(path+".kevents.correlation", deps))
+	}
 	return errors.Join(errs...)
 }
 
@@ -258,6 +262,27 @@ func validateParameters(path string, params []TriggerParameter, deps map[string]
 		case "", "overwrite", "append", "prepend":
 		default:
 			errs = append(errs, fmt.Errorf("%s.operation: %q; expected overwrite, append or prepend", pp, p.Operation))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Correlation) validate(path string, deps map[string]bool) error {
+	var errs []error
+	if len(c.Keys) == 0 {
+		errs = append(errs, fmt.Errorf("%s.keys: empty; expected a path in the event data for each dependency of the condition", path))
+	}
+	for dep, p := range c.Keys {
+		if !deps[dep] {
+			errs = append(errs, fmt.Errorf("%s.keys: %q is not a dependency of the sensor", path, dep))
+		}
+		if strings.TrimSpace(p) == "" {
+			errs = append(errs, fmt.Errorf("%s.keys.%s: empty path; expected a path in the event data such as body.commit", path, dep))
+		}
+	}
+	if c.Window != "" {
+		if d, err := time.ParseDuration(c.Window); err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("%s.window: %q; expected a positive duration such as 30m", path, c.Window))
 		}
 	}
 	return errors.Join(errs...)

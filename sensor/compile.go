@@ -37,6 +37,10 @@ type compiledTrigger struct {
 	name  string
 	retry *trigger.Retry
 	cond  condition
+	// corr maps each dependency to the path of its correlation value; nil: one join per trigger.
+	corr map[string]string
+	// window bounds how long a join key waits after its first event; 0: no limit.
+	window time.Duration
 }
 
 // Check loads a sensor as the pool would and returns every reason it cannot run, naming the
@@ -107,6 +111,15 @@ func compile(s *api.Sensor) (*compiled, error) {
 		} else {
 			ct.cond = cond
 			deps, join := route(cond)
+			if c := t.Kevents; c != nil && c.Correlation != nil {
+				ct.corr = c.Correlation.Keys
+				ct.window, _ = time.ParseDuration(c.Correlation.Window) // api.Validate checked it
+				for _, d := range deps {
+					if _, ok := ct.corr[d]; !ok {
+						errs = append(errs, fmt.Errorf("%s.kevents.correlation.keys: no path for dependency %q of the condition", path, d))
+					}
+				}
+			}
 			for _, name := range deps {
 				if d := c.deps[name]; d != nil && join {
 					d.joins = append(d.joins, ct)

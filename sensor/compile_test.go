@@ -61,6 +61,9 @@ func TestCheck(t *testing.T) {
 		{name: "default AND of two dependencies", sensor: testSensor(deps("a", "b"), logTrigger("t", ""))},
 		{name: "a && b", sensor: testSensor(deps("a", "b"), logTrigger("t", "a && b"))},
 		{name: "a || (b && c)", sensor: testSensor(deps("a", "b", "c"), logTrigger("t", "a || (b && c)"))},
+		{name: "correlation without a path for every dependency", sensor: testSensor(deps("a", "b"), modify(logTrigger("t", "a && b"), func(tr *api.Trigger) {
+			tr.Kevents = &api.TriggerExtensions{Correlation: &api.Correlation{Keys: map[string]string{"a": "body.id"}}}
+		})), wantErr: []string{`spec.triggers[0] (t).kevents.correlation.keys: no path for dependency "b"`}},
 		{name: "negation", sensor: testSensor(deps("a", "b"), logTrigger("t", "!a || b")),
 			wantErr: []string{"conditions"}, notSupported: true},
 		{name: "conditions naming an unknown dependency", sensor: testSensor(deps("a", "b"), logTrigger("t", "a || c")),

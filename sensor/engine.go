@@ -11,6 +11,7 @@ import (
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/tidwall/gjson"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kevents/kevents/api"
@@ -43,7 +44,7 @@ func GroupID(t *topology.Topology) string { return t.Prefix() + ".sensor" }
 // is read once by the pool whatever the number of sensors; and join keys' triggers by name.
 type index struct {
 	byEvent  map[string]map[string][]depRef
-	triggers map[string]triggerRef // by joinKey
+	triggers map[string]triggerRef // by joinKey without correlation
 }
 
 type depRef struct {
@@ -73,7 +74,7 @@ func buildIndex(t *topology.Topology, sensors []*api.Sensor) (*index, error) {
 			idx.byEvent[topic][d.EventName] = append(idx.byEvent[topic][d.EventName], depRef{sensor: c, dep: d})
 		}
 		for _, ct := range c.triggers {
-			idx.triggers[joinKey(c.namespace, c.name, ct.name)] = triggerRef{sensor: c, trigger: ct}
+			idx.triggers[joinKey(c.namespace, c.name, ct.name, "")] = triggerRef{sensor: c, trigger: ct}
 		}
 	}
 	return idx, errors.Join(errs...)
@@ -158,14 +159,20 @@ func Run(ctx context.Context, cfg Config) error {
 	st := &stage{cfg: cfg, idx: idx, store: store}
 
 	for {
-		fetches := sess.PollFetches(ctx)
+		// Polls time out so that an idle member still expires join keys past their window.
+		pollCtx, cancel := context.WithTimeout(ctx, sweepInterval)
+		fetches := sess.PollFetches(pollCtx)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
 		for _, e := range fetches.Errors() {
-			cfg.Logger.Warn("sensor: fetch", "topic", e.Topic, "partition", e.Partition, "err", e.Err)
+			if !errors.Is(e.Err, context.DeadlineExceeded) {
+				cfg.Logger.Warn("sensor: fetch", "topic", e.Topic, "partition", e.Partition, "err", e.Err)
+			}
 		}
-		if fetches.NumRecords() == 0 {
+		out, emitted, batchErr := st.batch(ctx, fetches)
+		if fetches.NumRecords() == 0 && len(out) == 0 && batchErr == nil {
 			continue
 		}
 		if err := sess.Begin(); err != nil {
@@ -182,9 +189,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		// Produce the whole batch asynchronously and flush once: a round trip per batch, not
 		// per output. Any failure aborts the transaction, and the batch runs again.
-		out, emitted, err := st.batch(ctx, fetches)
-		if err != nil {
-			fail(err)
+		if batchErr != nil {
+			fail(batchErr)
 		}
 		for _, rec := range out {
 			sess.Produce(ctx, rec, func(_ *kgo.Record, err error) {
@@ -212,6 +218,7 @@ func Run(ctx context.Context, cfg Config) error {
 			cfg.Logger.Warn("sensor: transaction aborted; the batch will be processed again", "produceErr", produceErr)
 		default:
 			store.commit()
+			cfg.Metrics.JoinPendingKeys.Set(float64(store.pendingKeys()))
 			for _, cmd := range emitted {
 				cfg.Metrics.CommandsEmitted.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
 			}
@@ -221,9 +228,18 @@ func Run(ctx context.Context, cfg Config) error {
 
 // stage processes batches for one member.
 type stage struct {
-	cfg   Config
-	idx   *index
-	store *joinStore
+	cfg       Config
+	idx       *index
+	store     *joinStore
+	lastSweep time.Time
+}
+
+// windowOf returns the correlation window of a join key's trigger.
+func (st *stage) windowOf(s *joinState) time.Duration {
+	if ref, ok := st.idx.triggers[joinKey(s.Namespace, s.Sensor, s.Trigger, "")]; ok {
+		return ref.trigger.window
+	}
+	return 0
 }
 
 // batch turns a polled batch into the records to produce in its transaction. The join changes
@@ -264,6 +280,10 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches) ([]*kgo.Record,
 			emit(cmd)
 		}
 	})
+	if now := time.Now(); now.Sub(st.lastSweep) >= sweepInterval {
+		st.lastSweep = now
+		out = append(out, st.store.expire(st.cfg.Topology.State(), st.windowOf, now)...)
+	}
 	return out, cmds, errors.Join(errs...)
 }
 
@@ -310,8 +330,18 @@ func (st *stage) match(r *kgo.Record) ([]*kgo.Record, []*trigger.Command) {
 			continue
 		}
 		for _, t := range ref.dep.joins {
+			var corr string
+			if t.corr != nil {
+				v := gjson.GetBytes(e.Data(), t.corr[ref.dep.Name])
+				if !v.Exists() {
+					cfg.Logger.Warn("sensor: event has no correlation value; not joined", "sensor", ref.sensor.name, "trigger", t.name,
+						"dependency", ref.dep.Name, "path", t.corr[ref.dep.Name], "eventID", e.ID())
+					continue
+				}
+				corr = v.String()
+			}
 			v, _ := json.Marshal(joinRecord{Namespace: ref.sensor.namespace, Sensor: ref.sensor.name, Trigger: t.name, Dependency: ref.dep.Name, Event: ev})
-			matches = append(matches, &kgo.Record{Topic: cfg.Topology.Matches(), Key: []byte(joinKey(ref.sensor.namespace, ref.sensor.name, t.name)), Value: v})
+			matches = append(matches, &kgo.Record{Topic: cfg.Topology.Matches(), Key: []byte(joinKey(ref.sensor.namespace, ref.sensor.name, t.name, corr)), Value: v})
 		}
 	}
 	return matches, cmds
@@ -339,16 +369,14 @@ func (st *stage) join(ctx context.Context, r *kgo.Record) ([]*kgo.Record, *trigg
 		return nil, nil, nil
 	}
 	key := string(r.Key)
-	ref, ok := st.idx.triggers[key]
+	ref, ok := st.idx.triggers[joinKey(jr.Namespace, jr.Sensor, jr.Trigger, "")]
 	if !ok {
 		cfg.Logger.Warn("sensor: match for a trigger that is not loaded; dropped", "key", key)
 		return nil, nil, nil
 	}
-	state := &joinState{Namespace: jr.Namespace, Sensor: jr.Sensor, Trigger: jr.Trigger}
-	if cur := st.store.get(r.Partition, key); cur != nil {
+	state := &joinState{Namespace: jr.Namespace, Sensor: jr.Sensor, Trigger: jr.Trigger, First: r.Timestamp, Events: map[string]json.RawMessage{}}
+	if cur := st.store.get(r.Partition, key); cur != nil && !expired(cur, ref.trigger.window, r.Timestamp) {
 		state = cur.clone()
-	} else {
-		state.Events = map[string]json.RawMessage{}
 	}
 	state.Events[jr.Dependency] = jr.Event
 

@@ -31,6 +31,9 @@ type joinState struct {
 	Sensor    string                     `json:"sensor"`
 	Trigger   string                     `json:"trigger"`
 	Events    map[string]json.RawMessage `json:"events"` // by dependency
+	// First is when the key's first pending event reached the join (its match record's
+	// timestamp, so reprocessing a batch computes the same), for correlation windows.
+	First time.Time `json:"first"`
 }
 
 func (s *joinState) clone() *joinState {
@@ -42,9 +45,10 @@ func (s *joinState) clone() *joinState {
 	return &c
 }
 
-// joinKey is the key of a trigger's join state: one pending set per trigger, as in Argo.
-func joinKey(namespace, sensor, trigger string) string {
-	return namespace + "/" + sensor + "/" + trigger + "/"
+// joinKey is the key of a trigger's join state: one pending set per trigger, as in Argo, or
+// one per correlation value when the trigger correlates.
+func joinKey(namespace, sensor, trigger, correlation string) string {
+	return namespace + "/" + sensor + "/" + trigger + "/" + correlation
 }
 
 // joinStore holds the join state of the matches partitions this member owns.
@@ -210,3 +214,31 @@ func restorePartition(ctx context.Context, kc kclient.Config, topic string, p in
 // restoreTimeout bounds one partition's restore; a restore that fails aborts the batch, which
 // is then processed again.
 const restoreTimeout = 2 * time.Minute
+
+// expired reports whether a key's state is past its trigger's correlation window at now.
+func expired(st *joinState, window time.Duration, now time.Time) bool {
+	return window > 0 && now.Sub(st.First) > window
+}
+
+// sweepInterval is how often a member looks for join keys past their window.
+const sweepInterval = 5 * time.Second
+
+// expire returns tombstones for the owned keys past their trigger's window at now and records
+// their removal as pending. Callers hold s.mu.
+func (s *joinStore) expire(stateTopic string, windowOf func(*joinState) time.Duration, now time.Time) []*kgo.Record {
+	var out []*kgo.Record
+	for p, part := range s.parts {
+		for key, committed := range part {
+			st := committed
+			if ps, ok := s.pending[key]; ok {
+				st = ps.state
+			}
+			if st == nil || !expired(st, windowOf(st), now) {
+				continue
+			}
+			s.put(p, key, nil)
+			out = append(out, &kgo.Record{Topic: stateTopic, Partition: p, Key: []byte(key)})
+		}
+	}
+	return out
+}

@@ -117,3 +117,91 @@ func TestJoinSurvivesRestart(t *testing.T) {
 		t.Errorf("second payload %v; want v3 and again", body)
 	}
 }
+
+const correlatedSensor = `apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata:
+  name: release
+spec:
+  dependencies:
+    - name: build
+      eventSourceName: ci
+      eventName: build
+    - name: tests
+      eventSourceName: ci
+      eventName: tests
+  triggers:
+    - template:
+        name: ship
+        http:
+          url: %s/ship
+          payload:
+            - src: {dependencyName: build, dataKey: body.commit}
+              dest: commit
+            - src: {dependencyName: tests, dataKey: body.sha}
+              dest: tested
+      kevents:
+        correlation:
+          keys: {build: body.commit, tests: body.sha}
+          window: 2s
+`
+
+// TestCorrelatedJoin: with a correlation key, build and tests events join per commit, and a
+// commit whose window passed is forgotten.
+func TestCorrelatedJoin(t *testing.T) {
+	sk := newSink(t)
+	dir := t.TempDir()
+	port := freePort(t)
+	writeFile(t, filepath.Join(dir, "defs", "es.yaml"), fmt.Sprintf(joinEventSource, port))
+	writeFile(t, filepath.Join(dir, "defs", "sensor.yaml"), fmt.Sprintf(correlatedSensor, sk.srv.URL))
+	topo, err := topology.New(topology.Partitions(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := start(t, runConfig{
+		paths: []string{filepath.Join(dir, "defs")}, dataDir: filepath.Join(dir, "broker"), brokerPort: freePort(t),
+		topology: topo, metricsAddr: "127.0.0.1:0", member: "corr", publishTimeout: 5 * time.Second,
+		logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	})
+	defer in.stop(t)
+	mustPost := func(path, body string) {
+		t.Helper()
+		if code := post(t, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), body); code != http.StatusOK {
+			t.Fatalf("POST %s: %d", path, code)
+		}
+	}
+	fired := func() map[string]string {
+		out := map[string]string{}
+		for _, r := range sk.requests() {
+			var b map[string]string
+			if err := json.Unmarshal(r.body, &b); err != nil {
+				t.Fatal(err)
+			}
+			if b["commit"] != b["tested"] {
+				t.Errorf("joined build %q with tests %q", b["commit"], b["tested"])
+			}
+			out[b["commit"]] = b["tested"]
+		}
+		return out
+	}
+
+	mustPost("/build", `{"commit":"c1"}`)
+	mustPost("/build", `{"commit":"c2"}`)
+	mustPost("/tests", `{"sha":"c2"}`)
+	waitFor(t, "c2 to fire", func() bool { _, ok := fired()["c2"]; return ok })
+	mustPost("/tests", `{"sha":"c1"}`)
+	waitFor(t, "c1 to fire", func() bool { _, ok := fired()["c1"]; return ok })
+
+	mustPost("/build", `{"commit":"c3"}`)
+	waitFor(t, "c3 to wait in the join", func() bool { return testutil.ToFloat64(in.metrics.JoinPendingKeys) == 1 })
+	time.Sleep(2500 * time.Millisecond) // past c3's 2 s window
+	mustPost("/tests", `{"sha":"c3"}`)
+	// The expired build is forgotten; the tests event waits alone and expires in turn.
+	waitFor(t, "c3's keys to expire", func() bool {
+		return testutil.ToFloat64(in.metrics.EventsMatched.WithLabelValues("release", "tests")) == 3 &&
+			testutil.ToFloat64(in.metrics.JoinPendingKeys) == 0
+	})
+	if got := fired(); len(got) != 2 {
+		t.Errorf("fired for %v; want c1 and c2 only (c3's build expired before its tests)", got)
+	}
+}

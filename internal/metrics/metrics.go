@@ -25,6 +25,7 @@ type Metrics struct {
 	PublishFailures *prometheus.CounterVec // source: events Kafka did not acknowledge
 	EventsMatched   *prometheus.CounterVec // sensor: events that passed a dependency's filters
 	CommandsEmitted *prometheus.CounterVec // sensor: commands committed to the commands topic
+	JoinPendingKeys prometheus.Gauge       // sensor: join keys waiting in the partitions this member owns
 	Executions      *prometheus.CounterVec // executor: commands executed successfully
 	Failures        *prometheus.CounterVec // executor: commands that failed
 	ExecSeconds     *prometheus.HistogramVec
@@ -57,7 +58,9 @@ func New() *Metrics {
 		}, []string{"sensor", "trigger"}),
 		checks: map[string]func(context.Context) error{},
 	}
-	r.MustRegister(m.ExecSeconds)
+	m.JoinPendingKeys = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kevents", Name: "sensor_join_pending_keys",
+		Help: "Join keys waiting for the rest of their condition in the partitions this member owns."})
+	r.MustRegister(m.ExecSeconds, m.JoinPendingKeys)
 	return m
 }
 
