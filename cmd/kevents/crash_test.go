@@ -54,11 +54,7 @@ func TestCrashMidStream(t *testing.T) {
 	}
 	const events = 3000
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "kevents")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildKevents(t)
 
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
@@ -80,19 +76,8 @@ func TestCrashMidStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	child := func(name string) *exec.Cmd {
-		logf, err := os.Create(filepath.Join(dir, name+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { logf.Close() })
-		cmd := exec.Command(bin, "run", "-f", filepath.Join(dir, "defs"), "--brokers", strings.Join(brokers, ","),
-			"--partitions", "4", "--member", "crash-member", "--metrics-addr", "127.0.0.1:0")
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
+		return startChild(t, bin, filepath.Join(dir, name+".log"), "run", "-f", filepath.Join(dir, "defs"),
+			"--brokers", strings.Join(brokers, ","), "--partitions", "4", "--member", "crash-member", "--metrics-addr", "127.0.0.1:0")
 	}
 	count := func() int {
 		mu.Lock()
@@ -117,17 +102,7 @@ func TestCrashMidStream(t *testing.T) {
 	produced := make(chan error, 1)
 	go func() {
 		for i := 0; i < events; i++ {
-			e := cloudevents.New()
-			e.SetID(fmt.Sprintf("ev-%d", i))
-			e.SetSource("feed")
-			e.SetSubject("tick")
-			e.SetType("test")
-			e.SetTime(time.Now())
-			_ = e.SetData("application/json", []byte(fmt.Sprintf(`{"n":%d}`, i)))
-			rec, err := cloudevent.ToRecord(context.Background(), e, sourceTopic, nil)
-			if err == nil {
-				err = cl.ProduceSync(context.Background(), rec).FirstErr()
-			}
+			err := produceEvent(context.Background(), cl, sourceTopic, fmt.Sprintf("ev-%d", i), "feed", "tick", fmt.Sprintf(`{"n":%d}`, i))
 			if err != nil {
 				produced <- err
 				return
@@ -190,19 +165,88 @@ func TestCrashMidStream(t *testing.T) {
 // consumeCommitted reads every committed record of topic.
 func consumeCommitted(t *testing.T, brokers []string, topic string, fn func(*kgo.Record)) {
 	t.Helper()
+	readCommitted(t, brokers, topic, func() bool { return true }, fn)
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// buildKevents builds the kevents binary once per test run.
+func buildKevents(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kevents-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "kevents")
+		if out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+// startChild starts bin with args, its output in logPath; the test kills it at cleanup.
+func startChild(t *testing.T, bin, logPath string, args ...string) *exec.Cmd {
+	t.Helper()
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
+}
+
+// produceEvent writes one CloudEvent to a source topic as a source would.
+func produceEvent(ctx context.Context, cl *kgo.Client, topic, id, source, subject, data string) error {
+	e := cloudevents.New()
+	e.SetID(id)
+	e.SetSource(source)
+	e.SetSubject(subject)
+	e.SetType("test")
+	e.SetTime(time.Now())
+	if err := e.SetData("application/json", []byte(data)); err != nil {
+		return err
+	}
+	rec, err := cloudevent.ToRecord(ctx, e, topic, nil)
+	if err != nil {
+		return err
+	}
+	return cl.ProduceSync(ctx, rec).FirstErr()
+}
+
+// readCommitted reads the committed records of topic until done holds and the topic then stays
+// quiet for 2 s, or a minute passed.
+func readCommitted(t *testing.T, brokers []string, topic string, done func() bool, fn func(*kgo.Record)) {
+	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	for {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		f := cl.PollFetches(ctx)
 		cancel()
-		if f.NumRecords() == 0 {
+		f.EachRecord(fn)
+		if f.NumRecords() == 0 && done() {
 			return
 		}
-		f.EachRecord(fn)
 	}
 }
