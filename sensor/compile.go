@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
+
 	"github.com/kevents/kevents/api"
 	"github.com/kevents/kevents/trigger"
 )
@@ -41,6 +43,9 @@ type compiledTrigger struct {
 	corr map[string]string
 	// window bounds how long a join key waits after its first event; 0: no limit.
 	window time.Duration
+	// resets are the conditionsReset schedules: a key whose first event precedes a reset time
+	// that has passed starts over.
+	resets []cron.Schedule
 }
 
 // Check loads a sensor as the pool would and returns every reason it cannot run, naming the
@@ -84,8 +89,13 @@ func compile(s *api.Sensor) (*compiled, error) {
 		if err := trigger.Check(t.Template); err != nil {
 			errs = append(errs, fmt.Errorf("%s.template: %w", path, err))
 		}
-		if len(t.Template.ConditionsReset) > 0 {
-			errs = append(errs, fmt.Errorf("%s.template.conditionsReset: %w", path, api.NotSupported("trigger feature", "conditionsReset")))
+		for i, r := range t.Template.ConditionsReset {
+			sched, err := compileReset(r)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s.template.conditionsReset[%d].byTime: %w", path, i, err))
+				continue
+			}
+			ct.resets = append(ct.resets, sched)
 		}
 		if t.DlqTrigger != nil {
 			errs = append(errs, fmt.Errorf("%s.dlqTrigger: %w", path, api.NotSupported("trigger feature", "dlqTrigger")))
@@ -155,6 +165,31 @@ func route(cond condition) (deps []string, join bool) {
 	}
 	sort.Strings(deps)
 	return deps, join
+}
+
+// resetParser reads conditionsReset crons as Argo does: five fields, no seconds.
+var resetParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+func compileReset(r api.ConditionsResetCriteria) (cron.Schedule, error) {
+	if r.ByTime == nil || r.ByTime.Cron == "" {
+		return nil, errors.New("cron: missing")
+	}
+	loc := time.UTC
+	if r.ByTime.Timezone != "" {
+		l, err := time.LoadLocation(r.ByTime.Timezone)
+		if err != nil {
+			return nil, fmt.Errorf("timezone: %q is not a known time zone", r.ByTime.Timezone)
+		}
+		loc = l
+	}
+	sched, err := resetParser.Parse(r.ByTime.Cron)
+	if err != nil {
+		return nil, fmt.Errorf("cron: %q: %w", r.ByTime.Cron, err)
+	}
+	if spec, ok := sched.(*cron.SpecSchedule); ok {
+		spec.Location = loc
+	}
+	return sched, nil
 }
 
 // compileRetry turns Argo's retryStrategy into durations. Argo reads an integer duration as

@@ -103,8 +103,14 @@ func TestCheck(t *testing.T) {
 		{name: "trigger with two types", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", Log: &api.LogTrigger{}, HTTP: &api.HTTPTrigger{URL: "http://x"}}}),
 			wantErr: []string{"several trigger types"}},
 		{name: "conditionsReset", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
-			tr.Template.ConditionsReset = []api.ConditionsResetCriteria{{ByTime: &api.ConditionsResetByTime{Cron: "0 * * * *"}}}
-		})), wantErr: []string{"conditionsReset"}, notSupported: true},
+			tr.Template.ConditionsReset = []api.ConditionsResetCriteria{{ByTime: &api.ConditionsResetByTime{Cron: "0 * * * *", Timezone: "Europe/Paris"}}}
+		}))},
+		{name: "conditionsReset with a bad cron and zone", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
+			tr.Template.ConditionsReset = []api.ConditionsResetCriteria{
+				{ByTime: &api.ConditionsResetByTime{Cron: "61 * * * *"}},
+				{ByTime: &api.ConditionsResetByTime{Cron: "0 0 * * *", Timezone: "Mars/Olympus"}},
+			}
+		})), wantErr: []string{`conditionsReset[0].byTime: cron: "61 * * * *"`, `conditionsReset[1].byTime: timezone: "Mars/Olympus"`}},
 		{name: "dlqTrigger", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
 			dlq := logTrigger("dlq", "")
 			tr.DlqTrigger = &dlq

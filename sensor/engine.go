@@ -234,12 +234,12 @@ type stage struct {
 	lastSweep time.Time
 }
 
-// windowOf returns the correlation window of a join key's trigger.
-func (st *stage) windowOf(s *joinState) time.Duration {
+// triggerOf returns the loaded trigger of a join key's state, or nil.
+func (st *stage) triggerOf(s *joinState) *compiledTrigger {
 	if ref, ok := st.idx.triggers[joinKey(s.Namespace, s.Sensor, s.Trigger, "")]; ok {
-		return ref.trigger.window
+		return ref.trigger
 	}
-	return 0
+	return nil
 }
 
 // batch turns a polled batch into the records to produce in its transaction. The join changes
@@ -282,7 +282,7 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches) ([]*kgo.Record,
 	})
 	if now := time.Now(); now.Sub(st.lastSweep) >= sweepInterval {
 		st.lastSweep = now
-		out = append(out, st.store.expire(st.cfg.Topology.State(), st.windowOf, now)...)
+		out = append(out, st.store.expire(st.cfg.Topology.State(), st.triggerOf, now)...)
 	}
 	return out, cmds, errors.Join(errs...)
 }
@@ -375,7 +375,7 @@ func (st *stage) join(ctx context.Context, r *kgo.Record) ([]*kgo.Record, *trigg
 		return nil, nil, nil
 	}
 	state := &joinState{Namespace: jr.Namespace, Sensor: jr.Sensor, Trigger: jr.Trigger, First: r.Timestamp, Events: map[string]json.RawMessage{}}
-	if cur := st.store.get(r.Partition, key); cur != nil && !expired(cur, ref.trigger.window, r.Timestamp) {
+	if cur := st.store.get(r.Partition, key); cur != nil && !expired(cur, ref.trigger, r.Timestamp) {
 		state = cur.clone()
 	}
 	state.Events[jr.Dependency] = jr.Event

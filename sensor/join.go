@@ -215,17 +215,26 @@ func restorePartition(ctx context.Context, kc kclient.Config, topic string, p in
 // is then processed again.
 const restoreTimeout = 2 * time.Minute
 
-// expired reports whether a key's state is past its trigger's correlation window at now.
-func expired(st *joinState, window time.Duration, now time.Time) bool {
-	return window > 0 && now.Sub(st.First) > window
+// expired reports whether a key's state is gone at now: past its trigger's correlation window,
+// or a conditionsReset time passed since its first event.
+func expired(st *joinState, t *compiledTrigger, now time.Time) bool {
+	if t.window > 0 && now.Sub(st.First) > t.window {
+		return true
+	}
+	for _, r := range t.resets {
+		if !r.Next(st.First).After(now) {
+			return true
+		}
+	}
+	return false
 }
 
 // sweepInterval is how often a member looks for join keys past their window.
 const sweepInterval = 5 * time.Second
 
-// expire returns tombstones for the owned keys past their trigger's window at now and records
-// their removal as pending. Callers hold s.mu.
-func (s *joinStore) expire(stateTopic string, windowOf func(*joinState) time.Duration, now time.Time) []*kgo.Record {
+// expire returns tombstones for the owned keys that expired at now, or whose trigger is no
+// longer loaded, and records their removal as pending. Callers hold s.mu.
+func (s *joinStore) expire(stateTopic string, triggerOf func(*joinState) *compiledTrigger, now time.Time) []*kgo.Record {
 	var out []*kgo.Record
 	for p, part := range s.parts {
 		for key, committed := range part {
@@ -233,7 +242,10 @@ func (s *joinStore) expire(stateTopic string, windowOf func(*joinState) time.Dur
 			if ps, ok := s.pending[key]; ok {
 				st = ps.state
 			}
-			if st == nil || !expired(st, windowOf(st), now) {
+			if st == nil {
+				continue
+			}
+			if t := triggerOf(st); t != nil && !expired(st, t, now) {
 				continue
 			}
 			s.put(p, key, nil)

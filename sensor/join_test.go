@@ -1,0 +1,69 @@
+package sensor
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/kevents/kevents/api"
+)
+
+func TestExpired(t *testing.T) {
+	reset, err := compileReset(api.ConditionsResetCriteria{ByTime: &api.ConditionsResetByTime{Cron: "0 12 * * *", Timezone: "America/New_York"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ny, _ := time.LoadLocation("America/New_York")
+	first := time.Date(2026, 11, 21, 11, 0, 0, 0, ny)
+	st := &joinState{First: first}
+	cases := []struct {
+		name string
+		trig *compiledTrigger
+		now  time.Time
+		want bool
+	}{
+		{"no window, no reset", &compiledTrigger{}, first.Add(1000 * time.Hour), false},
+		{"inside the window", &compiledTrigger{window: time.Hour}, first.Add(59 * time.Minute), false},
+		{"past the window", &compiledTrigger{window: time.Hour}, first.Add(61 * time.Minute), true},
+		{"before the reset time (noon in New York)", &compiledTrigger{resets: []cron.Schedule{reset}}, first.Add(59 * time.Minute), false},
+		{"at the reset time", &compiledTrigger{resets: []cron.Schedule{reset}}, first.Add(time.Hour), true},
+		{"a day later", &compiledTrigger{resets: []cron.Schedule{reset}}, first.Add(25 * time.Hour), true},
+	}
+	for _, c := range cases {
+		if got := expired(st, c.trig, c.now); got != c.want {
+			t.Errorf("%s: expired = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestJoinStoreCommitAndAbort(t *testing.T) {
+	s := newJoinStore()
+	s.parts[0] = map[string]*joinState{}
+	a := &joinState{Trigger: "t", Events: map[string]json.RawMessage{}}
+	s.put(0, "k", a)
+	if s.get(0, "k") != a {
+		t.Fatal("a batch must see its own pending change")
+	}
+	s.abort()
+	if s.get(0, "k") != nil {
+		t.Fatal("an aborted change must leave no trace")
+	}
+	s.put(0, "k", a)
+	s.put(1, "other", a) // partition 1 is not owned: its change is not kept
+	s.commit()
+	if s.parts[0]["k"] != a || s.pendingKeys() != 1 {
+		t.Fatalf("committed state %v, %d keys", s.parts, s.pendingKeys())
+	}
+	s.put(0, "k", nil)
+	s.commit()
+	if s.pendingKeys() != 0 {
+		t.Fatal("a committed tombstone must remove the key")
+	}
+	s.parts[0]["k"] = a
+	s.drop([]int32{0})
+	if s.restored(0) {
+		t.Fatal("a revoked partition must be forgotten")
+	}
+}
