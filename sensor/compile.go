@@ -25,8 +25,15 @@ type compiled struct {
 
 type dependency struct {
 	api.EventDependency
-	data   []dataFilter
-	dataOr bool
+	transform *transformer
+	data      []dataFilter
+	dataOr    bool
+	exprs     []exprFilter
+	exprOr    bool
+	context   *api.EventContext
+	time      *timeFilter
+	script    *scriptFilter
+	filtersOr bool
 	// triggers are those that one event of this dependency fires on its own.
 	triggers []*compiledTrigger
 	// joins are those whose condition needs this dependency together with others: its events
@@ -61,20 +68,25 @@ func compile(s *api.Sensor) (*compiled, error) {
 	var errs []error
 	for i, d := range s.Spec.Dependencies {
 		path := fmt.Sprintf("spec.dependencies[%d] (%s)", i, d.Name)
-		dep := &dependency{EventDependency: d}
-		if d.Transform != nil {
-			errs = append(errs, fmt.Errorf("%s.transform: %w", path, api.NotSupported("dependency feature", "transform")))
-		}
+		dep := &dependency{EventDependency: d, filtersOr: d.FiltersLogicalOperator == "or"}
+		var err error
+		dep.transform, err = compileTransform(path+".transform", d.Transform)
+		errs = append(errs, err)
 		if f := d.Filters; f != nil {
-			for name, set := range map[string]bool{"exprs": len(f.Exprs) > 0, "context": f.Context != nil, "time": f.Time != nil, "script": f.Script != ""} {
-				if set {
-					errs = append(errs, fmt.Errorf("%s.filters.%s: %w", path, name, api.NotSupported("filter", name)))
-				}
-			}
-			var err error
 			dep.data, err = compileDataFilters(path+".filters.data", f.Data)
 			errs = append(errs, err)
 			dep.dataOr = f.DataLogicalOperator == "or"
+			dep.exprs, err = compileExprFilters(path+".filters.exprs", f.Exprs)
+			errs = append(errs, err)
+			dep.exprOr = f.ExprLogicalOperator == "or"
+			if f.Context != nil {
+				errs = append(errs, checkContextFilter(path+".filters.context", f.Context))
+				dep.context = f.Context
+			}
+			dep.time, err = compileTimeFilter(path+".filters.time", f.Time)
+			errs = append(errs, err)
+			dep.script, err = compileScriptFilter(path+".filters.script", f.Script)
+			errs = append(errs, err)
 		}
 		c.deps[d.Name] = dep
 	}

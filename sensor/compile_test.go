@@ -71,19 +71,26 @@ func TestCheck(t *testing.T) {
 		{name: "conditions naming no dependency", sensor: testSensor(deps("a", "b"), logTrigger("t", "( || )")),
 			wantErr: []string{`"( || )": unexpected "||"; expected a dependency name or (`}},
 
-		{name: "exprs filter", sensor: testSensor(withFilters(&api.EventDependencyFilter{Exprs: []api.ExprFilter{{Expr: "a == 1"}}}), logTrigger("t", "")),
-			wantErr: []string{"spec.dependencies[0] (a).filters.exprs", `filter "exprs"`}, notSupported: true},
-		{name: "context filter", sensor: testSensor(withFilters(&api.EventDependencyFilter{Context: &api.EventContext{Type: "webhook"}}), logTrigger("t", "")),
-			wantErr: []string{"filters.context"}, notSupported: true},
-		{name: "time filter", sensor: testSensor(withFilters(&api.EventDependencyFilter{Time: &api.TimeFilter{Start: "01:00:00", Stop: "02:00:00"}}), logTrigger("t", "")),
-			wantErr: []string{"filters.time"}, notSupported: true},
-		{name: "script filter", sensor: testSensor(withFilters(&api.EventDependencyFilter{Script: "return true"}), logTrigger("t", "")),
-			wantErr: []string{"filters.script"}, notSupported: true},
+		{name: "exprs filter", sensor: testSensor(withFilters(&api.EventDependencyFilter{Exprs: []api.ExprFilter{{Expr: "a == 1", Fields: []api.PayloadField{{Path: "x", Name: "a"}}}}}), logTrigger("t", ""))},
+		{name: "exprs filter without fields", sensor: testSensor(withFilters(&api.EventDependencyFilter{Exprs: []api.ExprFilter{{Expr: "a == 1"}}}), logTrigger("t", "")),
+			wantErr: []string{"spec.dependencies[0] (a).filters.exprs[0].fields: missing"}},
+		{name: "context filter", sensor: testSensor(withFilters(&api.EventDependencyFilter{Context: &api.EventContext{Type: "webhook"}}), logTrigger("t", ""))},
+		{name: "time filter", sensor: testSensor(withFilters(&api.EventDependencyFilter{Time: &api.TimeFilter{Start: "01:00:00", Stop: "02:00:00"}}), logTrigger("t", ""))},
+		{name: "time filter with a bad start", sensor: testSensor(withFilters(&api.EventDependencyFilter{Time: &api.TimeFilter{Start: "1am", Stop: "02:00:00"}}), logTrigger("t", "")),
+			wantErr: []string{"filters.time.start"}},
+		{name: "script filter", sensor: testSensor(withFilters(&api.EventDependencyFilter{Script: "return true"}), logTrigger("t", ""))},
+		{name: "script filter that does not parse", sensor: testSensor(withFilters(&api.EventDependencyFilter{Script: "return (("}), logTrigger("t", "")),
+			wantErr: []string{"filters.script"}},
 		{name: "transform", sensor: func() *api.Sensor {
 			d := testDep("a")
 			d.Transform = &api.EventDependencyTransformer{JQ: "."}
 			return testSensor([]api.EventDependency{d}, logTrigger("t", ""))
-		}(), wantErr: []string{"spec.dependencies[0] (a).transform"}, notSupported: true},
+		}()},
+		{name: "transform with jq that does not parse", sensor: func() *api.Sensor {
+			d := testDep("a")
+			d.Transform = &api.EventDependencyTransformer{JQ: ".a |"}
+			return testSensor([]api.EventDependency{d}, logTrigger("t", ""))
+		}(), wantErr: []string{"spec.dependencies[0] (a).transform.jq"}},
 
 		{name: "data filter with an invalid regex is a plain error naming the path",
 			sensor:  testSensor(withFilters(&api.EventDependencyFilter{Data: []api.DataFilter{str("k", "", "(")}}), logTrigger("t", "")),

@@ -296,7 +296,7 @@ func (st *stage) match(r *kgo.Record) ([]*kgo.Record, []*trigger.Command) {
 	if byEvent == nil {
 		return nil, nil
 	}
-	e, err := cloudevent.FromRecord(r)
+	in, err := cloudevent.FromRecord(r)
 	if err != nil {
 		cfg.Logger.Warn("sensor: skipping a record that is not a CloudEvent", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
 		return nil, nil
@@ -305,10 +305,11 @@ func (st *stage) match(r *kgo.Record) ([]*kgo.Record, []*trigger.Command) {
 		matches []*kgo.Record
 		cmds    []*trigger.Command
 	)
-	for _, ref := range byEvent[e.Subject()] {
-		ok, err := matchData(ref.dep.data, ref.dep.dataOr, e.Data())
+	for _, ref := range byEvent[in.Subject()] {
+		// e is the event as this dependency's transform left it.
+		e, ok, err := ref.dep.accept(in)
 		if err != nil || !ok {
-			cfg.Logger.Debug("sensor: event filtered out", "sensor", ref.sensor.name, "dependency", ref.dep.Name, "eventID", e.ID(), "err", err)
+			cfg.Logger.Debug("sensor: event filtered out", "sensor", ref.sensor.name, "dependency", ref.dep.Name, "eventID", in.ID(), "err", err)
 			continue
 		}
 		cfg.Metrics.EventsMatched.WithLabelValues(ref.sensor.name, ref.dep.Name).Inc()

@@ -10,6 +10,7 @@ import (
 	"text/template"
 
 	sprig "github.com/Masterminds/sprig/v3"
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/tidwall/gjson"
 
 	"github.com/kevents/kevents/api"
@@ -183,4 +184,53 @@ func compare(got, want float64, comparator string) bool {
 		return got != want
 	}
 	return got == want
+}
+
+// accept runs a dependency's transform and filters on an event, with Argo's semantics: the
+// transform first, then every filter kind that is set (exprs, data, context, time, script).
+// An error in any kind fails the event, in both modes; otherwise with filtersLogicalOperator
+// "and" (the default) every set kind must pass, and with "or" one is enough. It returns the
+// event the triggers see: the transformed one.
+func (d *dependency) accept(e *cloudevents.Event) (*cloudevents.Event, bool, error) {
+	e, err := d.transform.apply(e)
+	if err != nil {
+		return nil, false, fmt.Errorf("transform: %w", err)
+	}
+	if d.Filters == nil {
+		return e, true, nil
+	}
+	var passed, failed int
+	var errs []error
+	note := func(ok bool, err error) {
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case ok:
+			passed++
+		default:
+			failed++
+		}
+	}
+	if len(d.exprs) > 0 {
+		note(matchExprs(d.exprs, d.exprOr, e.Data()))
+	}
+	if len(d.data) > 0 {
+		note(matchData(d.data, d.dataOr, e.Data()))
+	}
+	if d.context != nil {
+		note(matchContext(d.context, e), nil)
+	}
+	if d.time != nil {
+		note(d.time.match(e.Time()))
+	}
+	if d.script != nil {
+		note(d.script.match(e))
+	}
+	if len(errs) > 0 {
+		return nil, false, errors.Join(errs...)
+	}
+	if d.filtersOr {
+		return e, passed > 0, nil
+	}
+	return e, failed == 0, nil
 }
