@@ -29,6 +29,8 @@ fmt-check:
 ## bench: throughput and latency figures (see docs/benchmarks.md)
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -benchmem ./cmd/kevents/
+	$(GO) test -run '^$$' -bench 'BenchmarkSensor|BenchmarkRestore' -benchtime 1x ./sensor/
+	$(GO) test -run '^$$' -bench 'BenchmarkMatchExprs|BenchmarkScriptFilter|BenchmarkTransform' -benchmem ./sensor/
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/cloudevent/
 
 clean:

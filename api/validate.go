@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -57,14 +58,9 @@ func sortedKeys(m reflect.Value) []string {
 func (t *TriggerTemplate) Type() (string, error) {
 	var set []string
 	v := reflect.ValueOf(t).Elem()
-	for i := 0; i < v.NumField(); i++ {
-		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
-		switch name {
-		case "name", "conditions", "conditionsReset":
-			continue
-		}
-		if !v.Field(i).IsZero() {
-			set = append(set, name)
+	for _, f := range triggerTypeFields() {
+		if !v.Field(f.index).IsZero() {
+			set = append(set, f.name)
 		}
 	}
 	switch len(set) {
@@ -75,6 +71,27 @@ func (t *TriggerTemplate) Type() (string, error) {
 	}
 	return "", fmt.Errorf("several trigger types set (%s); expected exactly one", strings.Join(set, ", "))
 }
+
+type typeField struct {
+	index int
+	name  string
+}
+
+// triggerTypeFields lists the fields of TriggerTemplate that are trigger types, read once:
+// Type runs for every command a sensor renders.
+var triggerTypeFields = sync.OnceValue(func() []typeField {
+	var out []typeField
+	rt := reflect.TypeOf(TriggerTemplate{})
+	for i := 0; i < rt.NumField(); i++ {
+		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+		switch name {
+		case "name", "conditions", "conditionsReset":
+			continue
+		}
+		out = append(out, typeField{index: i, name: name})
+	}
+	return out
+})
 
 // dnsName is Kubernetes' rule for object names (RFC 1123 subdomain), which topic names and
 // consumer group ids derived from them rely on.
