@@ -333,10 +333,12 @@ func BenchmarkRestore(b *testing.B) {
 	for i := 0; i < keys; i++ {
 		st := joinState{Namespace: "default", Sensor: "join", Trigger: "t", First: time.Now(),
 			Events: map[string]json.RawMessage{"a": json.RawMessage(ev)}}
-		v, _ := json.Marshal(st)
+		rec, err := stateRecord(env.topo.State(), 0, []byte(joinKey("default", "join", "t", fmt.Sprintf("p%d", i))), &st)
+		if err != nil {
+			b.Fatal(err)
+		}
 		wg.Add(1)
-		env.cl.Produce(context.Background(), &kgo.Record{Topic: env.topo.State(), Partition: 0,
-			Key: []byte(joinKey("default", "join", "t", fmt.Sprintf("p%d", i))), Value: v}, func(_ *kgo.Record, err error) {
+		env.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
 			if err != nil {
 				b.Error(err)
 			}

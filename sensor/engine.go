@@ -377,7 +377,10 @@ func (st *stage) join(ctx context.Context, r *kgo.Record) ([]*kgo.Record, *trigg
 	}
 	state := &joinState{Namespace: jr.Namespace, Sensor: jr.Sensor, Trigger: jr.Trigger, First: r.Timestamp, Events: map[string]json.RawMessage{}}
 	if cur := st.store.get(r.Partition, key); cur != nil && !expired(cur, ref.trigger, r.Timestamp) {
-		state = cur.clone()
+		var err error
+		if state, err = cur.clone(); err != nil {
+			return nil, nil, fmt.Errorf("join state %q: %w", key, err)
+		}
 	}
 	state.Events[jr.Dependency] = jr.Event
 
@@ -385,16 +388,15 @@ func (st *stage) join(ctx context.Context, r *kgo.Record) ([]*kgo.Record, *trigg
 	for d := range state.Events {
 		have[d] = true
 	}
-	stateRec := &kgo.Record{Topic: cfg.Topology.State(), Partition: r.Partition, Key: r.Key}
 	if !ref.trigger.cond.holds(have) {
-		v, err := json.Marshal(state)
+		rec, err := stateRecord(cfg.Topology.State(), r.Partition, r.Key, state)
 		if err != nil {
 			return nil, nil, err
 		}
-		stateRec.Value = v
 		st.store.put(r.Partition, key, state)
-		return []*kgo.Record{stateRec}, nil, nil
+		return []*kgo.Record{rec}, nil, nil
 	}
+	tomb, _ := stateRecord(cfg.Topology.State(), r.Partition, r.Key, nil)
 	// The condition holds: fire with the latest event of every dependency met, and start over.
 	events := make(map[string]*cloudevents.Event, len(state.Events))
 	for d, raw := range state.Events {
@@ -408,9 +410,9 @@ func (st *stage) join(ctx context.Context, r *kgo.Record) ([]*kgo.Record, *trigg
 	cmd, err := render(ref.sensor, ref.trigger, events)
 	if err != nil {
 		cfg.Logger.Error("sensor: cannot render trigger; not fired", "sensor", ref.sensor.name, "trigger", ref.trigger.name, "err", err)
-		return []*kgo.Record{stateRec}, nil, nil
+		return []*kgo.Record{tomb}, nil, nil
 	}
-	return []*kgo.Record{stateRec}, cmd, nil
+	return []*kgo.Record{tomb}, cmd, nil
 }
 
 // statePartitioner writes state records to the partition their match came from, so that

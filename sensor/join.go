@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,15 +36,88 @@ type joinState struct {
 	// First is when the key's first pending event reached the join (its match record's
 	// timestamp, so reprocessing a batch computes the same), for correlation windows.
 	First time.Time `json:"first"`
+
+	// raw is the state record a restored state came from. Restore reads only the record's
+	// headers (trigger and first time); Events is decoded from raw when the key is next used,
+	// so a restore does not pay for decoding keys that may never be touched.
+	raw []byte
 }
 
-func (s *joinState) clone() *joinState {
+// State record headers: what restore and expiry need without decoding the value.
+const (
+	headerTrigger = "kevents-trigger" // <namespace>/<sensor>/<trigger>
+	headerFirst   = "kevents-first"   // First, Unix nanoseconds
+)
+
+// clone returns a copy whose Events the caller may change, decoding a restored state first.
+func (s *joinState) clone() (*joinState, error) {
+	events := s.Events
+	if events == nil && s.raw != nil {
+		var full joinState
+		if err := json.Unmarshal(s.raw, &full); err != nil {
+			return nil, err
+		}
+		events = full.Events
+	}
 	c := *s
-	c.Events = make(map[string]json.RawMessage, len(s.Events)+1)
-	for k, v := range s.Events {
+	c.raw = nil
+	c.Events = make(map[string]json.RawMessage, len(events)+1)
+	for k, v := range events {
 		c.Events[k] = v
 	}
-	return &c
+	return &c, nil
+}
+
+// stateRecord is the state topic record for key in partition p: the state, or a tombstone when
+// st is nil.
+func stateRecord(topic string, p int32, key []byte, st *joinState) (*kgo.Record, error) {
+	r := &kgo.Record{Topic: topic, Partition: p, Key: key}
+	if st == nil {
+		return r, nil
+	}
+	v, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	r.Value = v
+	r.Headers = []kgo.RecordHeader{
+		{Key: headerTrigger, Value: []byte(st.Namespace + "/" + st.Sensor + "/" + st.Trigger)},
+		{Key: headerFirst, Value: strconv.AppendInt(nil, st.First.UnixNano(), 10)},
+	}
+	return r, nil
+}
+
+// restoredState builds a state from a record's headers, keeping the value to decode later;
+// names interns the trigger strings, which every key of a trigger shares.
+func restoredState(r *kgo.Record, names map[string][3]string) (*joinState, error) {
+	var trig, first string
+	for _, h := range r.Headers {
+		switch h.Key {
+		case headerTrigger:
+			trig = string(h.Value)
+		case headerFirst:
+			first = string(h.Value)
+		}
+	}
+	n, ok := names[trig]
+	if !ok {
+		parts := strings.SplitN(trig, "/", 3)
+		if len(parts) != 3 {
+			// Not written by this version: decode the whole value.
+			var st joinState
+			if err := json.Unmarshal(r.Value, &st); err != nil {
+				return nil, err
+			}
+			return &st, nil
+		}
+		n = [3]string{parts[0], parts[1], parts[2]}
+		names[trig] = n
+	}
+	nanos, err := strconv.ParseInt(first, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("header %s: %q: %w", headerFirst, first, err)
+	}
+	return &joinState{Namespace: n[0], Sensor: n[1], Trigger: n[2], First: time.Unix(0, nanos).UTC(), raw: r.Value}, nil
 }
 
 // joinKey is the key of a trigger's join state: one pending set per trigger, as in Argo, or
@@ -169,6 +244,7 @@ func restorePartition(ctx context.Context, kc kclient.Config, topic string, p in
 	if end.Offset <= start.Offset {
 		return state, nil
 	}
+	names := map[string][3]string{}
 	for {
 		fetches := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -194,13 +270,13 @@ func restorePartition(ctx context.Context, kc kclient.Config, topic string, p in
 				delete(state, key)
 				return
 			}
-			var st joinState
-			if err := json.Unmarshal(r.Value, &st); err != nil {
+			st, err := restoredState(r, names)
+			if err != nil {
 				// A record we cannot read would lose a pending event silently.
 				errs = append(errs, fmt.Errorf("offset %d key %q: %w", r.Offset, key, err))
 				return
 			}
-			state[key] = &st
+			state[key] = st
 		})
 		if err := errors.Join(errs...); err != nil {
 			return nil, fmt.Errorf("restore %s/%d: %w", topic, p, err)
@@ -249,7 +325,8 @@ func (s *joinStore) expire(stateTopic string, triggerOf func(*joinState) *compil
 				continue
 			}
 			s.put(p, key, nil)
-			out = append(out, &kgo.Record{Topic: stateTopic, Partition: p, Key: []byte(key)})
+			tomb, _ := stateRecord(stateTopic, p, []byte(key), nil)
+			out = append(out, tomb)
 		}
 	}
 	return out

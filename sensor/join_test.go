@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kevents/kevents/api"
 )
@@ -65,5 +66,35 @@ func TestJoinStoreCommitAndAbort(t *testing.T) {
 	s.drop([]int32{0})
 	if s.restored(0) {
 		t.Fatal("a revoked partition must be forgotten")
+	}
+}
+
+// TestStateRecordRoundTrip: restore reads a state's trigger and first time from the record's
+// headers and decodes its events only when the key is used again.
+func TestStateRecordRoundTrip(t *testing.T) {
+	first := time.Date(2026, 11, 21, 10, 0, 0, 123, time.UTC)
+	in := &joinState{Namespace: "ns", Sensor: "s", Trigger: "t", First: first,
+		Events: map[string]json.RawMessage{"a": json.RawMessage(`{"id":"1"}`)}}
+	rec, err := stateRecord("state", 3, []byte("ns/s/t/k"), in)
+	if err != nil || rec.Partition != 3 || len(rec.Headers) != 2 {
+		t.Fatalf("record %+v, %v", rec, err)
+	}
+	got, err := restoredState(rec, map[string][3]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Namespace != "ns" || got.Sensor != "s" || got.Trigger != "t" || !got.First.Equal(first) || got.Events != nil {
+		t.Fatalf("restored %+v; want names and first time from the headers, events not decoded yet", got)
+	}
+	c, err := got.clone()
+	if err != nil || string(c.Events["a"]) != `{"id":"1"}` {
+		t.Fatalf("clone %+v, %v; want the decoded events", c, err)
+	}
+	tomb, _ := stateRecord("state", 3, []byte("k"), nil)
+	if tomb.Value != nil || tomb.Partition != 3 {
+		t.Errorf("tombstone %+v", tomb)
+	}
+	if _, err := restoredState(&kgo.Record{Value: []byte("not json")}, map[string][3]string{}); err == nil {
+		t.Error("a record without headers and with a broken value must be an error")
 	}
 }
