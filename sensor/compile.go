@@ -53,6 +53,9 @@ type compiledTrigger struct {
 	// resets are the conditionsReset schedules: a key whose first event precedes a reset time
 	// that has passed starts over.
 	resets []cron.Schedule
+	// deps is the signature of what the trigger waits for (its dependencies' events and
+	// correlation paths); join state written under another signature is dropped.
+	deps string
 }
 
 // Check loads a sensor as the pool would and returns every reason it cannot run, naming the
@@ -133,6 +136,7 @@ func compile(s *api.Sensor) (*compiled, error) {
 		} else {
 			ct.cond = cond
 			deps, join := route(cond)
+			ct.deps = depsSignature(deps, c.deps, t.Kevents)
 			if c := t.Kevents; c != nil && c.Correlation != nil {
 				ct.corr = c.Correlation.Keys
 				ct.window, _ = time.ParseDuration(c.Correlation.Window) // api.Validate checked it
@@ -156,6 +160,24 @@ func compile(s *api.Sensor) (*compiled, error) {
 		return nil, fmt.Errorf("sensor %s/%s: %w", c.namespace, c.name, err)
 	}
 	return c, nil
+}
+
+// depsSignature names what a trigger's join waits for: each dependency's event source, event
+// and correlation path, in name order.
+func depsSignature(names []string, deps map[string]*dependency, ext *api.TriggerExtensions) string {
+	var b strings.Builder
+	for _, n := range names {
+		d := deps[n]
+		if d == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "%s=%s/%s", n, d.EventSourceName, d.EventName)
+		if ext != nil && ext.Correlation != nil {
+			fmt.Fprintf(&b, "@%s", ext.Correlation.Keys[n])
+		}
+		b.WriteByte(';')
+	}
+	return b.String()
 }
 
 // route returns the dependencies a condition mentions and whether they need the join stage:

@@ -35,6 +35,9 @@ type Config struct {
 	Member  string
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
+	// Updates delivers a new set of sensors to run instead of the current one (definitions
+	// changed). The topics they read must exist. Nil: the sensors never change.
+	Updates <-chan []*api.Sensor
 }
 
 // GroupID is the consumer group of the sensor pool.
@@ -120,17 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if len(idx.byEvent) == 0 {
-		cfg.Logger.Info("sensor: no sensors loaded; nothing to consume")
-		cfg.Metrics.AddReadyCheck("sensor", func(context.Context) error { return nil })
-		<-ctx.Done()
-		return nil
-	}
-	topics := []string{cfg.Topology.Matches()}
-	for t := range idx.byEvent {
-		topics = append(topics, t)
-	}
-	sort.Strings(topics)
+	topics := idx.topics(cfg.Topology)
 	store := newJoinStore()
 	dropMatches := func(_ context.Context, _ *kgo.Client, parts map[string][]int32) {
 		store.drop(parts[cfg.Topology.Matches()])
@@ -159,8 +152,14 @@ func Run(ctx context.Context, cfg Config) error {
 	st := &stage{cfg: cfg, idx: idx, store: store}
 
 	for {
-		// Polls time out so that an idle member still expires join keys past their window.
-		pollCtx, cancel := context.WithTimeout(ctx, sweepInterval)
+		select {
+		case sensors := <-cfg.Updates:
+			st.reload(sess.Client(), sensors)
+		default:
+		}
+		// Polls time out so that an idle member still expires join keys past their window and
+		// picks up changed definitions.
+		pollCtx, cancel := context.WithTimeout(ctx, pollTimeout)
 		fetches := sess.PollFetches(pollCtx)
 		cancel()
 		if ctx.Err() != nil {
@@ -224,6 +223,55 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
+}
+
+// pollTimeout bounds how long a member waits for records before it looks at changed
+// definitions and expired join keys.
+const pollTimeout = time.Second
+
+// topics lists what a member consumes: the matches topic and the source topics of the index.
+func (idx *index) topics(t *topology.Topology) []string {
+	topics := []string{t.Matches()}
+	for topic := range idx.byEvent {
+		topics = append(topics, topic)
+	}
+	sort.Strings(topics)
+	return topics
+}
+
+// reload switches to a new set of sensors between batches: new source topics are consumed,
+// topics no sensor reads any more are dropped, and the next sweep tombstones the join state of
+// triggers that are gone or whose dependencies changed.
+func (st *stage) reload(cl *kgo.Client, sensors []*api.Sensor) {
+	idx, err := buildIndex(st.cfg.Topology, sensors)
+	if err != nil {
+		st.cfg.Logger.Error("sensor: new definitions cannot run; keeping the current ones", "err", err)
+		return
+	}
+	old := map[string]bool{}
+	for _, t := range st.idx.topics(st.cfg.Topology) {
+		old[t] = true
+	}
+	var added []string
+	for _, t := range idx.topics(st.cfg.Topology) {
+		if !old[t] {
+			added = append(added, t)
+		}
+		delete(old, t)
+	}
+	var removed []string
+	for t := range old {
+		removed = append(removed, t)
+	}
+	if len(added) > 0 {
+		cl.AddConsumeTopics(added...)
+	}
+	if len(removed) > 0 {
+		cl.PurgeTopicsFromConsuming(removed...)
+	}
+	st.idx = idx
+	st.lastSweep = time.Time{}
+	st.cfg.Logger.Info("sensor: definitions reloaded", "sensors", len(sensors), "topicsAdded", added, "topicsRemoved", removed)
 }
 
 // stage processes batches for one member.
@@ -375,7 +423,8 @@ func (st *stage) join(ctx context.Context, r *kgo.Record) ([]*kgo.Record, *trigg
 		cfg.Logger.Warn("sensor: match for a trigger that is not loaded; dropped", "key", key)
 		return nil, nil, nil
 	}
-	state := &joinState{Namespace: jr.Namespace, Sensor: jr.Sensor, Trigger: jr.Trigger, First: r.Timestamp, Events: map[string]json.RawMessage{}}
+	state := &joinState{Namespace: jr.Namespace, Sensor: jr.Sensor, Trigger: jr.Trigger, First: r.Timestamp, Deps: ref.trigger.deps,
+		Events: map[string]json.RawMessage{}}
 	if cur := st.store.get(r.Partition, key); cur != nil && !expired(cur, ref.trigger, r.Timestamp) {
 		var err error
 		if state, err = cur.clone(); err != nil {

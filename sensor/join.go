@@ -36,6 +36,9 @@ type joinState struct {
 	// First is when the key's first pending event reached the join (its match record's
 	// timestamp, so reprocessing a batch computes the same), for correlation windows.
 	First time.Time `json:"first"`
+	// Deps is the signature of the trigger's dependencies when the state was written; state of
+	// a trigger whose dependencies changed since is dropped.
+	Deps string `json:"deps"`
 
 	// raw is the state record a restored state came from. Restore reads only the record's
 	// headers (trigger and first time); Events is decoded from raw when the key is next used,
@@ -47,6 +50,7 @@ type joinState struct {
 const (
 	headerTrigger = "kevents-trigger" // <namespace>/<sensor>/<trigger>
 	headerFirst   = "kevents-first"   // First, Unix nanoseconds
+	headerDeps    = "kevents-deps"    // Deps
 )
 
 // clone returns a copy whose Events the caller may change, decoding a restored state first.
@@ -83,6 +87,7 @@ func stateRecord(topic string, p int32, key []byte, st *joinState) (*kgo.Record,
 	r.Headers = []kgo.RecordHeader{
 		{Key: headerTrigger, Value: []byte(st.Namespace + "/" + st.Sensor + "/" + st.Trigger)},
 		{Key: headerFirst, Value: strconv.AppendInt(nil, st.First.UnixNano(), 10)},
+		{Key: headerDeps, Value: []byte(st.Deps)},
 	}
 	return r, nil
 }
@@ -90,13 +95,15 @@ func stateRecord(topic string, p int32, key []byte, st *joinState) (*kgo.Record,
 // restoredState builds a state from a record's headers, keeping the value to decode later;
 // names interns the trigger strings, which every key of a trigger shares.
 func restoredState(r *kgo.Record, names map[string][3]string) (*joinState, error) {
-	var trig, first string
+	var trig, first, deps string
 	for _, h := range r.Headers {
 		switch h.Key {
 		case headerTrigger:
 			trig = string(h.Value)
 		case headerFirst:
 			first = string(h.Value)
+		case headerDeps:
+			deps = string(h.Value)
 		}
 	}
 	n, ok := names[trig]
@@ -117,7 +124,7 @@ func restoredState(r *kgo.Record, names map[string][3]string) (*joinState, error
 	if err != nil {
 		return nil, fmt.Errorf("header %s: %q: %w", headerFirst, first, err)
 	}
-	return &joinState{Namespace: n[0], Sensor: n[1], Trigger: n[2], First: time.Unix(0, nanos).UTC(), raw: r.Value}, nil
+	return &joinState{Namespace: n[0], Sensor: n[1], Trigger: n[2], First: time.Unix(0, nanos).UTC(), Deps: deps, raw: r.Value}, nil
 }
 
 // joinKey is the key of a trigger's join state: one pending set per trigger, as in Argo, or
@@ -291,9 +298,13 @@ func restorePartition(ctx context.Context, kc kclient.Config, topic string, p in
 // is then processed again.
 const restoreTimeout = 2 * time.Minute
 
-// expired reports whether a key's state is gone at now: past its trigger's correlation window,
-// or a conditionsReset time passed since its first event.
+// expired reports whether a key's state is gone at now: its trigger's dependencies changed
+// since it was written, it is past its trigger's correlation window, or a conditionsReset time
+// passed since its first event.
 func expired(st *joinState, t *compiledTrigger, now time.Time) bool {
+	if st.Deps != t.deps {
+		return true
+	}
 	if t.window > 0 && now.Sub(st.First) > t.window {
 		return true
 	}

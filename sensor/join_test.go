@@ -76,7 +76,7 @@ func TestStateRecordRoundTrip(t *testing.T) {
 	in := &joinState{Namespace: "ns", Sensor: "s", Trigger: "t", First: first,
 		Events: map[string]json.RawMessage{"a": json.RawMessage(`{"id":"1"}`)}}
 	rec, err := stateRecord("state", 3, []byte("ns/s/t/k"), in)
-	if err != nil || rec.Partition != 3 || len(rec.Headers) != 2 {
+	if err != nil || rec.Partition != 3 || len(rec.Headers) != 3 {
 		t.Fatalf("record %+v, %v", rec, err)
 	}
 	got, err := restoredState(rec, map[string][3]string{})

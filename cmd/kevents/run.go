@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +38,7 @@ type runConfig struct {
 	member         string
 	secretsDir     string
 	publishTimeout time.Duration
+	reloadInterval time.Duration // how often definition files are checked for changes; 0: never
 	logger         *slog.Logger
 	out            io.Writer // where the startup banner goes
 	metrics        *metrics.Metrics
@@ -86,6 +89,7 @@ cluster. Either way it creates the topics it needs first (see 'kevents topology'
 	f.StringVar(&cfg.member, "member", host, "name of this member in the sensor pool; stable across restarts and unique in the pool")
 	f.StringVar(&cfg.secretsDir, "secrets-dir", "", "folder with one folder per Secret and one file per key (<dir>/<name>/<key>); environment variables KEVENTS_SECRET_<NAME>__<KEY> are read too")
 	f.DurationVar(&cfg.publishTimeout, "publish-timeout", 10*time.Second, "how long a webhook waits for Kafka to acknowledge an event before answering 503")
+	f.DurationVar(&cfg.reloadInterval, "reload-interval", 2*time.Second, "how often to check the -f files for changed Sensors (0: never); EventSource changes need a restart")
 	_ = cmd.MarkFlagRequired("file")
 	return cmd
 }
@@ -185,11 +189,37 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 			Env: trigger.Env{Logger: log, Secrets: secrets.Resolver{Dir: cfg.secretsDir}},
 		})
 	})
+	updates := make(chan []*api.Sensor, 1)
 	goStage("sensor", func() error {
 		return sensor.Run(runCtx, sensor.Config{
 			Kafka: kc, Topology: cfg.topology, Sensors: sensors, Member: cfg.member, Metrics: m, Logger: log,
+			Updates: updates,
 		})
 	})
+	if cfg.reloadInterval > 0 {
+		adm := kadm.NewClient(admClient)
+		go watchDefinitions(runCtx, cfg, log, func(docs []checked) {
+			var next []*api.Sensor
+			var loaded []api.Document
+			for _, d := range docs {
+				if d.Sensor != nil {
+					next = append(next, d.Sensor)
+				}
+				loaded = append(loaded, d.Document)
+			}
+			applyCtx, cancel := context.WithTimeout(runCtx, 30*time.Second)
+			defer cancel()
+			if _, err := cfg.topology.Apply(applyCtx, adm, sourceTopics(cfg.topology, loaded)...); err != nil {
+				log.Error("definitions changed but their topics cannot be created; keeping the running ones", "err", err)
+				return
+			}
+			select { // only the newest set matters
+			case <-updates:
+			default:
+			}
+			updates <- next
+		})
+	}
 
 	producer, err := kc.NewClient(source.ProducerOpts()...)
 	if err != nil {
@@ -230,4 +260,59 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 		stageErr = append(stageErr, err)
 	}
 	return errors.Join(stageErr...)
+}
+
+// watchDefinitions checks the definition files every cfg.reloadInterval and hands the new
+// documents to apply when they changed and all of them can run. Definitions that cannot run are
+// reported and the running ones kept: nothing accepted is dropped because of a typo.
+func watchDefinitions(ctx context.Context, cfg runConfig, log *slog.Logger, apply func([]checked)) {
+	last := definitionsFingerprint(cfg.paths)
+	t := time.NewTicker(cfg.reloadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fp := definitionsFingerprint(cfg.paths)
+		if fp == last {
+			continue
+		}
+		last = fp
+		docs, err := checkDocuments(cfg.paths)
+		if err != nil {
+			log.Error("definitions changed but cannot be read; keeping the running ones", "err", err)
+			continue
+		}
+		var errs []error
+		for _, d := range docs {
+			if d.Err != nil {
+				errs = append(errs, d.Err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			log.Error("definitions changed but cannot run; keeping the running ones", "err", err)
+			continue
+		}
+		log.Info("definitions changed; reloading sensors")
+		apply(docs)
+	}
+}
+
+// definitionsFingerprint summarises the definition files' names, sizes and modification times.
+func definitionsFingerprint(paths []string) string {
+	var b strings.Builder
+	for _, p := range paths {
+		_ = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return nil
+			}
+			if info, err := d.Info(); err == nil {
+				fmt.Fprintf(&b, "%s %d %d\n", path, info.Size(), info.ModTime().UnixNano())
+			}
+			return nil
+		})
+	}
+	return b.String()
 }
