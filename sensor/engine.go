@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -293,8 +294,6 @@ func (st *stage) triggerOf(s *joinState) *compiledTrigger {
 // batch turns a polled batch into the records to produce in its transaction. The join changes
 // it makes stay pending in the store until the caller commits or aborts them.
 func (st *stage) batch(ctx context.Context, fetches kgo.Fetches) ([]*kgo.Record, []*trigger.Command, error) {
-	st.store.mu.Lock()
-	defer st.store.mu.Unlock()
 	var (
 		out  []*kgo.Record
 		cmds []*trigger.Command
@@ -309,25 +308,59 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches) ([]*kgo.Record,
 		out = append(out, rec)
 		cmds = append(cmds, cmd)
 	}
-	fetches.EachRecord(func(r *kgo.Record) {
-		if r.Topic == st.cfg.Topology.Matches() {
+	// Stage 1 is stateless: source partitions are matched in parallel, each in order, and their
+	// outputs are appended in partition order, so per-partition order carries to the outputs.
+	var sourceParts, joinParts []kgo.FetchTopicPartition
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if p.Topic == st.cfg.Topology.Matches() {
+			joinParts = append(joinParts, p)
+		} else if len(p.Records) > 0 {
+			sourceParts = append(sourceParts, p)
+		}
+	})
+	type matched struct {
+		recs []*kgo.Record
+		cmds []*trigger.Command
+	}
+	results := make([]matched, len(sourceParts))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i, p := range sourceParts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			for _, r := range p.Records {
+				recs, fired := st.match(r)
+				results[i].recs = append(results[i].recs, recs...)
+				results[i].cmds = append(results[i].cmds, fired...)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, m := range results {
+		out = append(out, m.recs...)
+		for _, cmd := range m.cmds {
+			emit(cmd)
+		}
+	}
+
+	// Stage 2 changes the join store: one record after another.
+	st.store.mu.Lock()
+	defer st.store.mu.Unlock()
+	for _, p := range joinParts {
+		for _, r := range p.Records {
 			recs, cmd, err := st.join(ctx, r)
 			if err != nil {
 				errs = append(errs, err)
-				return
+				continue
 			}
 			out = append(out, recs...)
 			if cmd != nil {
 				emit(cmd)
 			}
-			return
 		}
-		recs, fired := st.match(r)
-		out = append(out, recs...)
-		for _, cmd := range fired {
-			emit(cmd)
-		}
-	})
+	}
 	if now := time.Now(); now.Sub(st.lastSweep) >= sweepInterval {
 		st.lastSweep = now
 		out = append(out, st.store.expire(st.cfg.Topology.State(), st.triggerOf, now)...)
