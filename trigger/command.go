@@ -6,9 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
+	"io"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -53,13 +52,20 @@ func (c *Command) Key() string { return c.Namespace + "/" + c.Sensor + "/" + c.T
 // order) into the command's idempotency key, so that re-processing the same events after a
 // crash yields the same id.
 func CommandID(namespace, sensor, trigger string, events []EventRef) string {
-	refs := append([]EventRef(nil), events...)
-	sort.Slice(refs, func(i, j int) bool { return refs[i].Dependency < refs[j].Dependency })
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s\x00%s\x00%s", namespace, sensor, trigger)
-	for _, r := range refs {
-		fmt.Fprintf(&b, "\x00%s=%s/%s/%s", r.Dependency, r.EventSource, r.EventName, r.ID)
+	refs := events
+	if !sort.SliceIsSorted(refs, func(i, j int) bool { return refs[i].Dependency < refs[j].Dependency }) {
+		refs = append([]EventRef(nil), events...)
+		sort.Slice(refs, func(i, j int) bool { return refs[i].Dependency < refs[j].Dependency })
 	}
-	sum := sha256.Sum256([]byte(b.String()))
-	return hex.EncodeToString(sum[:16])
+	h := sha256.New()
+	for _, s := range []string{namespace, "\x00", sensor, "\x00", trigger} {
+		io.WriteString(h, s)
+	}
+	for _, r := range refs {
+		for _, s := range []string{"\x00", r.Dependency, "=", r.EventSource, "/", r.EventName, "/", r.ID} {
+			io.WriteString(h, s)
+		}
+	}
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0])[:16])
 }
