@@ -100,12 +100,19 @@ func matchData(filters []dataFilter, or bool, data []byte) (bool, error) {
 	if !gjson.ValidBytes(data) {
 		return false, errors.New("data filter: event data is not valid JSON")
 	}
+	return combineFilters("data filter", len(filters), or, func(i int) (bool, error) { return filters[i].match(data) })
+}
+
+// combineFilters applies Argo's rule for the n filters of one kind: with "and" every filter
+// must pass and the first problem (a missing path, say) is an error; with "or" one passing
+// filter is enough, and problems are reported only when none passed.
+func combineFilters(kind string, n int, or bool, match func(i int) (bool, error)) (bool, error) {
 	var problems []string
-	for i := range filters {
-		ok, err := filters[i].match(data)
+	for i := 0; i < n; i++ {
+		ok, err := match(i)
 		if err != nil {
 			if !or {
-				return false, fmt.Errorf("data filter: %w", err)
+				return false, fmt.Errorf("%s: %w", kind, err)
 			}
 			problems = append(problems, err.Error())
 			continue
@@ -117,13 +124,10 @@ func matchData(filters []dataFilter, or bool, data []byte) (bool, error) {
 			return false, nil
 		}
 	}
-	if or {
-		if len(problems) > 0 {
-			return false, fmt.Errorf("data filter: %s", strings.Join(problems, "; "))
-		}
-		return false, nil
+	if or && len(problems) > 0 {
+		return false, fmt.Errorf("%s: %s", kind, strings.Join(problems, "; "))
 	}
-	return true, nil
+	return !or, nil
 }
 
 func (f *dataFilter) match(data []byte) (bool, error) {

@@ -162,30 +162,7 @@ func matchExprs(filters []exprFilter, or bool, data []byte) (bool, error) {
 	if !gjson.ValidBytes(data) {
 		return false, errors.New("expr filter: event data is not valid JSON")
 	}
-	var problems []string
-	for i := range filters {
-		ok, err := filters[i].match(data)
-		if err != nil {
-			if !or {
-				return false, fmt.Errorf("expr filter: %w", err)
-			}
-			problems = append(problems, err.Error())
-			continue
-		}
-		if or && ok {
-			return true, nil
-		}
-		if !or && !ok {
-			return false, nil
-		}
-	}
-	if or {
-		if len(problems) > 0 {
-			return false, fmt.Errorf("expr filter: %s", strings.Join(problems, "; "))
-		}
-		return false, nil
-	}
-	return true, nil
+	return combineFilters("expr filter", len(filters), or, func(i int) (bool, error) { return filters[i].match(data) })
 }
 
 // exprRun is the per-evaluation scratch space: a VM (its stack is reused) and the env map.
