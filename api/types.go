@@ -268,18 +268,127 @@ type TriggerTemplate struct {
 	HTTP *HTTPTrigger `json:"http,omitempty"`
 	Log  *LogTrigger  `json:"log,omitempty"`
 
+	Kafka *KafkaTrigger `json:"kafka,omitempty"`
+	NATS  *NATSTrigger  `json:"nats,omitempty"`
+	Slack *SlackTrigger `json:"slack,omitempty"`
+	Email *EmailTrigger `json:"email,omitempty"`
+
 	K8s             Opaque `json:"k8s,omitempty"`
 	ArgoWorkflow    Opaque `json:"argoWorkflow,omitempty"`
 	AWSLambda       Opaque `json:"awsLambda,omitempty"`
 	Custom          Opaque `json:"custom,omitempty"`
-	Kafka           Opaque `json:"kafka,omitempty"`
-	NATS            Opaque `json:"nats,omitempty"`
-	Slack           Opaque `json:"slack,omitempty"`
 	OpenWhisk       Opaque `json:"openWhisk,omitempty"`
 	AzureEventHubs  Opaque `json:"azureEventHubs,omitempty"`
 	Pulsar          Opaque `json:"pulsar,omitempty"`
 	AzureServiceBus Opaque `json:"azureServiceBus,omitempty"`
-	Email           Opaque `json:"email,omitempty"`
+}
+
+// KafkaTrigger produces a message to a Kafka topic, on any cluster.
+type KafkaTrigger struct {
+	URL             string             `json:"url"`
+	Topic           string             `json:"topic"`
+	Partition       int32              `json:"partition,omitempty"`
+	Parameters      []TriggerParameter `json:"parameters,omitempty"`
+	RequiredAcks    int32              `json:"requiredAcks,omitempty"`
+	Compress        bool               `json:"compress,omitempty"`
+	FlushFrequency  int32              `json:"flushFrequency,omitempty"`
+	TLS             *TLSConfig         `json:"tls,omitempty"`
+	Payload         []TriggerParameter `json:"payload,omitempty"`
+	PartitioningKey *string            `json:"partitioningKey,omitempty"`
+	Version         string             `json:"version,omitempty"`
+	SASL            *SASLConfig        `json:"sasl,omitempty"`
+	SchemaRegistry  Opaque             `json:"schemaRegistry,omitempty"`
+	Headers         map[string]string  `json:"headers,omitempty"`
+	SecureHeaders   []*SecureHeader    `json:"secureHeaders,omitempty"`
+}
+
+// NATSTrigger publishes a message to a NATS subject.
+type NATSTrigger struct {
+	URL        string             `json:"url"`
+	Subject    string             `json:"subject"`
+	Payload    []TriggerParameter `json:"payload,omitempty"`
+	Parameters []TriggerParameter `json:"parameters,omitempty"`
+	TLS        *TLSConfig         `json:"tls,omitempty"`
+	Auth       *NATSAuth          `json:"auth,omitempty"`
+}
+
+// SlackTrigger posts a message to a Slack channel.
+type SlackTrigger struct {
+	Parameters  []TriggerParameter `json:"parameters,omitempty"`
+	SlackToken  *SecretKeySelector `json:"slackToken,omitempty"`
+	Channel     string             `json:"channel,omitempty"`
+	Message     string             `json:"message,omitempty"`
+	Attachments string             `json:"attachments,omitempty"`
+	Blocks      string             `json:"blocks,omitempty"`
+	Thread      *SlackThread       `json:"thread,omitempty"`
+	Sender      *SlackSender       `json:"sender,omitempty"`
+}
+
+// SlackThread groups a trigger's messages in one thread.
+type SlackThread struct {
+	MessageAggregationKey     string `json:"messageAggregationKey,omitempty"`
+	BroadcastMessageToChannel bool   `json:"broadcastMessageToChannel,omitempty"`
+}
+
+// SlackSender sets the name and icon a message is posted with.
+type SlackSender struct {
+	Username string `json:"username,omitempty"`
+	Icon     string `json:"icon,omitempty"`
+}
+
+// EmailTrigger sends an email through an SMTP server.
+type EmailTrigger struct {
+	Parameters   []TriggerParameter `json:"parameters,omitempty"`
+	Username     string             `json:"username,omitempty"`
+	SMTPPassword *SecretKeySelector `json:"smtpPassword,omitempty"`
+	Host         string             `json:"host,omitempty"`
+	Port         int32              `json:"port,omitempty"`
+	To           []string           `json:"to,omitempty"`
+	From         string             `json:"from,omitempty"`
+	Subject      string             `json:"subject,omitempty"`
+	Body         string             `json:"body,omitempty"`
+}
+
+// TLSConfig configures TLS to a target; certificates and keys are Secret references.
+type TLSConfig struct {
+	CACertSecret       *SecretKeySelector `json:"caCertSecret,omitempty"`
+	ClientCertSecret   *SecretKeySelector `json:"clientCertSecret,omitempty"`
+	ClientKeySecret    *SecretKeySelector `json:"clientKeySecret,omitempty"`
+	InsecureSkipVerify bool               `json:"insecureSkipVerify,omitempty"`
+	Enabled            bool               `json:"enabled,omitempty"`
+}
+
+// SASLConfig authenticates to Kafka.
+type SASLConfig struct {
+	Mechanism      string             `json:"mechanism,omitempty"`
+	UserSecret     *SecretKeySelector `json:"userSecret,omitempty"`
+	PasswordSecret *SecretKeySelector `json:"passwordSecret,omitempty"`
+}
+
+// NATSAuth authenticates to NATS.
+type NATSAuth struct {
+	Basic      *BasicAuth         `json:"basic,omitempty"`
+	Token      *SecretKeySelector `json:"token,omitempty"`
+	NKey       *SecretKeySelector `json:"nkey,omitempty"`
+	Credential *SecretKeySelector `json:"credential,omitempty"`
+}
+
+// BasicAuth is a user name and password, both Secret references.
+type BasicAuth struct {
+	Username *SecretKeySelector `json:"username,omitempty"`
+	Password *SecretKeySelector `json:"password,omitempty"`
+}
+
+// SecureHeader is a header whose value comes from a Secret or ConfigMap.
+type SecureHeader struct {
+	Name      string           `json:"name,omitempty"`
+	ValueFrom *ValueFromSource `json:"valueFrom,omitempty"`
+}
+
+// ValueFromSource names a Secret or ConfigMap key.
+type ValueFromSource struct {
+	SecretKeyRef    *SecretKeySelector    `json:"secretKeyRef,omitempty"`
+	ConfigMapKeyRef *ConfigMapKeySelector `json:"configMapKeyRef,omitempty"`
 }
 
 // ConditionsResetCriteria resets a trigger's pending condition state.
