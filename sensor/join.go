@@ -3,14 +3,12 @@ package sensor
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kevents/kevents/internal/kclient"
@@ -222,76 +220,26 @@ func (s *joinStore) pendingKeys() int {
 // Kafka then has no open transaction of a previous owner on it (the group fetched stable
 // offsets), so everything up to the last stable offset is final.
 func restorePartition(ctx context.Context, kc kclient.Config, topic string, p int32) (map[string]*joinState, error) {
-	cl, err := kc.NewClient(
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().AtStart()}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Control records are kept so the last offset before the stable end is always seen,
-		// even when it is a transaction marker.
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxPartitionBytes(8<<20),
-	)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s/%d: list stable offsets: %w", topic, p, err)
-	}
-	end, ok := ends.Lookup(topic, p)
-	if !ok || end.Err != nil {
-		return nil, fmt.Errorf("restore %s/%d: no stable offset: %v", topic, p, end.Err)
-	}
-	starts, err := kadm.NewClient(cl).ListStartOffsets(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s/%d: list start offsets: %w", topic, p, err)
-	}
-	start, _ := starts.Lookup(topic, p)
 	state := map[string]*joinState{}
-	if end.Offset <= start.Offset {
-		return state, nil
-	}
 	names := map[string][3]string{}
-	for {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("restore %s/%d: %w", topic, p, err)
+	err := kc.ReadPartition(ctx, topic, p, func(r *kgo.Record) error {
+		key := string(r.Key)
+		if r.Value == nil {
+			delete(state, key)
+			return nil
 		}
-		var errs []error
-		for _, fe := range fetches.Errors() {
-			errs = append(errs, fe.Err)
+		// A record we cannot read would lose a pending event silently: the error stops restore.
+		st, err := restoredState(r, names)
+		if err != nil {
+			return fmt.Errorf("key %q: %w", key, err)
 		}
-		if err := errors.Join(errs...); err != nil {
-			return nil, fmt.Errorf("restore %s/%d: %w", topic, p, err)
-		}
-		done := false
-		fetches.EachRecord(func(r *kgo.Record) {
-			if r.Offset >= end.Offset-1 {
-				done = true
-			}
-			if r.Offset >= end.Offset || r.Attrs.IsControl() {
-				return
-			}
-			key := string(r.Key)
-			if r.Value == nil {
-				delete(state, key)
-				return
-			}
-			st, err := restoredState(r, names)
-			if err != nil {
-				// A record we cannot read would lose a pending event silently.
-				errs = append(errs, fmt.Errorf("offset %d key %q: %w", r.Offset, key, err))
-				return
-			}
-			state[key] = st
-		})
-		if err := errors.Join(errs...); err != nil {
-			return nil, fmt.Errorf("restore %s/%d: %w", topic, p, err)
-		}
-		if done {
-			return state, nil
-		}
+		state[key] = st
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("restore join state: %w", err)
 	}
+	return state, nil
 }
 
 // restoreTimeout bounds one partition's restore; a restore that fails aborts the batch, which
