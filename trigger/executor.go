@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kevents/kevents/internal/kclient"
 	"github.com/kevents/kevents/internal/metrics"
@@ -26,23 +28,57 @@ type ExecutorConfig struct {
 	Env     Env
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
+	// Concurrency caps the commands running at once, across keys; 0 means DefaultConcurrency.
+	Concurrency int
 }
+
+// DefaultConcurrency is how many commands a member runs at once unless configured.
+const DefaultConcurrency = 64
+
+// maxInflight caps the commands a member holds (queued, running or waiting for a retry); past
+// it the member stops fetching until some finish.
+const maxInflight = 10000
 
 // GroupID is the consumer group of the executor pool.
 func GroupID(t *topology.Topology) string { return t.Prefix() + ".executor" }
 
+// Outcome is what the executor records in the executed topic for a command id, when the command
+// finished: it succeeded, or failed after its retries (and went to the DLQ).
+type Outcome struct {
+	ID         string    `json:"id"`
+	Namespace  string    `json:"namespace"`
+	Sensor     string    `json:"sensor"`
+	Trigger    string    `json:"trigger"`
+	Succeeded  bool      `json:"succeeded"`
+	Attempts   int       `json:"attempts"`
+	Error      string    `json:"error,omitempty"`
+	DurationMs int64     `json:"durationMs"`
+	FinishedAt time.Time `json:"finishedAt"`
+}
+
 // RunExecutor consumes the commands topic as a member of the executor pool until ctx ends.
 //
-// Contract (first cut): commands of one partition run one after another, partitions run
-// concurrently; an offset is committed only after its command ran (successfully, or failed after
-// its retries), so a crash re-runs at most the commands in flight. Failures are logged and
-// counted; the DLQ and outcome records come with the full executor.
+// Contract:
+//   - Commands with the same key (one trigger) run in order; different keys run concurrently, up
+//     to cfg.Concurrency at once. A command waiting for its retry holds up its own key only.
+//   - Every finished command's outcome is written to the executed topic, keyed by command id, in
+//     the partition of the command. A member that is assigned commands partition i first reads
+//     executed partition i and skips every command recorded there: redelivery after a crash or
+//     rebalance does not run a finished command again.
+//   - A command that failed after its retries goes to the DLQ topic with its error.
+//   - Offsets are committed only up to the last contiguous finished command of a partition.
+//
+// Side effects are at least once: a command running when its member dies runs again elsewhere,
+// with the same id as its idempotency key.
 func RunExecutor(ctx context.Context, cfg ExecutorConfig) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Member == "" {
 		return errors.New("executor: member name is empty; expected a stable name unique in the pool")
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.Env.Logger == nil {
 		cfg.Env.Logger = cfg.Logger
@@ -51,93 +87,234 @@ func RunExecutor(ctx context.Context, cfg ExecutorConfig) error {
 	if err != nil {
 		return err
 	}
+	p := &pool{cfg: cfg, executors: executors, parts: map[int32]*partition{}, keys: map[string]*keyQueue{},
+		sem: make(chan struct{}, cfg.Concurrency), room: make(chan struct{}, 1)}
 	cl, err := cfg.Kafka.NewClient(
 		kgo.ConsumerGroup(GroupID(cfg.Topology)),
 		kgo.InstanceID(cfg.Member),
 		kgo.SessionTimeout(kclient.SessionTimeout),
 		kgo.ConsumeTopics(cfg.Topology.Commands()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.AutoCommitMarks(),
-		// Commit finished commands often: after a crash, what ran since the last commit runs again.
-		kgo.AutoCommitInterval(200*time.Millisecond),
-		kgo.BlockRebalanceOnPoll(),
+		kgo.DisableAutoCommit(),
+		kgo.OnPartitionsRevoked(p.revoke),
+		kgo.OnPartitionsLost(p.revoke),
+		kgo.RecordPartitioner(outcomePartitioner{executed: cfg.Topology.Executed()}),
+		kgo.ProducerLinger(0),
+		kgo.ProducerBatchMaxBytes(topology.MaxRecordBytes),
 	)
 	if err != nil {
 		return fmt.Errorf("executor: %w", err)
 	}
 	defer cl.Close()
+	p.cl = cl
 	cfg.Metrics.AddReadyCheck("executor", cl.Ping)
 
-	for {
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			break
-		}
-		if errs := fetches.Errors(); len(errs) > 0 {
-			for _, e := range errs {
+	runCtx, stopRunning := context.WithCancel(ctx)
+	defer stopRunning()
+	p.ctx = runCtx
+	for ctx.Err() == nil {
+		p.waitForRoom(ctx)
+		pollCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		fetches := cl.PollRecords(pollCtx, 1000)
+		cancel()
+		for _, e := range fetches.Errors() {
+			if !errors.Is(e.Err, context.DeadlineExceeded) && !errors.Is(e.Err, context.Canceled) {
 				cfg.Logger.Warn("executor: fetch", "topic", e.Topic, "partition", e.Partition, "err", e.Err)
 			}
 		}
-		var wg sync.WaitGroup
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			if len(p.Records) == 0 {
-				return
+		fetches.EachRecord(func(r *kgo.Record) {
+			if err := p.add(ctx, r); err != nil {
+				cfg.Logger.Error("executor: cannot take a command; it will be fetched again", "partition", r.Partition, "offset", r.Offset, "err", err)
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for _, r := range p.Records {
-					// A shutdown mid-partition leaves the rest unmarked: it runs on the next start.
-					if ctx.Err() != nil {
-						return
-					}
-					executeRecord(ctx, cfg, executors, r)
-					cl.MarkCommitRecords(r)
-				}
-			}()
 		})
-		wg.Wait()
-		cl.AllowRebalance()
+		p.commit(ctx)
 	}
+	// Stop: running commands see their context end and stay unfinished (they run again on the
+	// next start); what finished is committed.
+	stopRunning()
+	p.wg.Wait()
 	commitCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = cl.CommitMarkedOffsets(commitCtx)
-	// The last poll blocked rebalances; leaving the group on Close needs them allowed again.
-	cl.AllowRebalance()
-	if err != nil {
-		return fmt.Errorf("executor: commit on shutdown: %w", err)
+	return p.commit(commitCtx)
+}
+
+// pool is one member's commands in flight.
+type pool struct {
+	cfg       ExecutorConfig
+	executors map[string]Executor
+	cl        *kgo.Client
+	ctx       context.Context // ends when the member stops
+	sem       chan struct{}   // a slot per running command
+	room      chan struct{}   // signalled when inflight drops
+	wg        sync.WaitGroup  // key workers
+
+	mu       sync.Mutex
+	parts    map[int32]*partition
+	keys     map[string]*keyQueue
+	inflight int
+}
+
+// partition tracks the offsets of one commands partition this member owns.
+type partition struct {
+	num      int32
+	epoch    int32
+	revoked  bool
+	done     map[string]bool // command ids finished, from the executed topic and this member
+	pending  []int64         // offsets taken, in order, not yet committed
+	finished map[int64]bool
+	commit   int64 // next offset to commit; -1: nothing new
+	running  map[string]bool
+}
+
+type keyQueue struct {
+	jobs    []*job
+	running bool
+}
+
+type job struct {
+	part   *partition
+	offset int64
+	cmd    Command
+	raw    []byte
+}
+
+// add takes one record: it restores the partition's executed ids the first time, skips a
+// command that already finished, and queues the rest behind their key.
+func (p *pool) add(ctx context.Context, r *kgo.Record) error {
+	p.mu.Lock()
+	part := p.parts[r.Partition]
+	p.mu.Unlock()
+	if part == nil {
+		done, err := p.restore(ctx, r.Partition)
+		if err != nil {
+			return err
+		}
+		part = &partition{num: r.Partition, done: done, finished: map[int64]bool{}, commit: -1, running: map[string]bool{}}
+		p.mu.Lock()
+		p.parts[r.Partition] = part
+		p.mu.Unlock()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	part.epoch = r.LeaderEpoch
+	part.pending = append(part.pending, r.Offset)
+	var cmd Command
+	if err := json.Unmarshal(r.Value, &cmd); err != nil {
+		p.cfg.Logger.Error("executor: skipping a record that is not a command", "partition", r.Partition, "offset", r.Offset, "err", err)
+		part.finished[r.Offset] = true
+		return nil
+	}
+	if part.done[cmd.ID] || part.running[cmd.ID] {
+		p.cfg.Metrics.Skipped.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
+		part.finished[r.Offset] = true
+		return nil
+	}
+	part.running[cmd.ID] = true
+	p.inflight++
+	q := p.keys[cmd.Key()]
+	if q == nil {
+		q = &keyQueue{}
+		p.keys[cmd.Key()] = q
+	}
+	q.jobs = append(q.jobs, &job{part: part, offset: r.Offset, cmd: cmd, raw: r.Value})
+	if !q.running {
+		q.running = true
+		p.wg.Add(1)
+		go p.work(cmd.Key(), q)
 	}
 	return nil
 }
 
-func executeRecord(ctx context.Context, cfg ExecutorConfig, executors map[string]Executor, r *kgo.Record) {
-	var cmd Command
-	if err := json.Unmarshal(r.Value, &cmd); err != nil {
-		cfg.Logger.Error("executor: skipping a record that is not a command",
-			"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-		return
-	}
-	log := cfg.Logger.With("sensor", cmd.Sensor, "trigger", cmd.Trigger, "commandID", cmd.ID)
-	x, ok := executors[cmd.Type]
-	if !ok {
-		cfg.Metrics.Failures.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
-		log.Error("executor: command of an unknown trigger type", "type", cmd.Type)
-		return
-	}
-	start := time.Now()
-	err := runWithRetry(ctx, &cmd, x)
-	cfg.Metrics.ExecSeconds.WithLabelValues(cmd.Sensor, cmd.Trigger).Observe(time.Since(start).Seconds())
-	if err != nil {
-		cfg.Metrics.Failures.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
-		log.Error("executor: trigger failed", "err", err)
-		return
-	}
-	cfg.Metrics.Executions.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
-	log.Debug("executor: trigger done", "duration", time.Since(start))
+// restore reads the ids of finished commands from partition p of the executed topic.
+func (p *pool) restore(ctx context.Context, part int32) (map[string]bool, error) {
+	done := map[string]bool{}
+	err := p.cfg.Kafka.ReadPartition(ctx, p.cfg.Topology.Executed(), part, func(r *kgo.Record) error {
+		if r.Value == nil {
+			delete(done, string(r.Key))
+		} else {
+			done[string(r.Key)] = true
+		}
+		return nil
+	})
+	return done, err
 }
 
-// runWithRetry runs cmd, retrying as its retryStrategy says (one attempt without one).
-func runWithRetry(ctx context.Context, cmd *Command, x Executor) error {
+// work runs the jobs of one key, one after another, until its queue is empty.
+func (p *pool) work(key string, q *keyQueue) {
+	defer p.wg.Done()
+	for {
+		p.mu.Lock()
+		if len(q.jobs) == 0 || p.ctx.Err() != nil {
+			q.running = false
+			if len(q.jobs) == 0 {
+				delete(p.keys, key)
+			}
+			p.mu.Unlock()
+			return
+		}
+		j := q.jobs[0]
+		q.jobs = q.jobs[1:]
+		revoked := j.part.revoked
+		p.mu.Unlock()
+		if revoked {
+			// The partition moved to another member, which runs this command from the last
+			// committed offset; running it here too would only race it.
+			p.forget(j)
+			continue
+		}
+		p.run(j)
+	}
+}
+
+// run executes a job with its retries and records how it finished.
+func (p *pool) run(j *job) {
+	cmd := &j.cmd
+	log := p.cfg.Logger.With("sensor", cmd.Sensor, "trigger", cmd.Trigger, "commandID", cmd.ID)
+	start := time.Now()
+	attempts, err := p.execute(cmd)
+	if p.ctx.Err() != nil {
+		p.forget(j) // stopped mid-way: it runs again on the next start
+		return
+	}
+	p.cfg.Metrics.ExecSeconds.WithLabelValues(cmd.Sensor, cmd.Trigger).Observe(time.Since(start).Seconds())
+	out := Outcome{ID: cmd.ID, Namespace: cmd.Namespace, Sensor: cmd.Sensor, Trigger: cmd.Trigger, Succeeded: err == nil,
+		Attempts: attempts, DurationMs: time.Since(start).Milliseconds(), FinishedAt: time.Now().UTC()}
+	recs := []*kgo.Record{}
+	if err != nil {
+		out.Error = err.Error()
+		p.cfg.Metrics.Failures.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
+		log.Error("executor: trigger failed after its retries; sent to the DLQ", "attempts", attempts, "err", err)
+		recs = append(recs, &kgo.Record{Topic: p.cfg.Topology.DLQ(), Key: []byte(cmd.Key()), Value: j.raw,
+			Headers: []kgo.RecordHeader{{Key: "kevents-error", Value: []byte(out.Error)}, {Key: "kevents-command-id", Value: []byte(cmd.ID)}}})
+	} else {
+		p.cfg.Metrics.Executions.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
+		log.Debug("executor: trigger done", "attempts", attempts, "duration", time.Since(start))
+	}
+	v, _ := json.Marshal(out)
+	recs = append(recs, &kgo.Record{Topic: p.cfg.Topology.Executed(), Partition: j.part.num, Key: []byte(cmd.ID), Value: v})
+	// The outcome must be in Kafka before the offset may be committed: otherwise a crash in
+	// between would run the command again with nothing to say it finished.
+	for {
+		perr := p.cl.ProduceSync(p.ctx, recs...).FirstErr()
+		if perr == nil {
+			break
+		}
+		if p.ctx.Err() != nil {
+			p.forget(j)
+			return
+		}
+		log.Warn("executor: cannot record the outcome; retrying", "err", perr)
+		time.Sleep(time.Second)
+	}
+	p.finish(j, true)
+}
+
+// execute runs a command, retrying as its retryStrategy says; it returns the attempts made.
+func (p *pool) execute(cmd *Command) (int, error) {
+	x, ok := p.executors[cmd.Type]
+	if !ok {
+		return 1, fmt.Errorf("trigger type %q: %w", cmd.Type, errors.New("no executor for it in this member"))
+	}
 	attempts, wait, factor := 1, time.Duration(0), 1.0
 	if r := cmd.Retry; r != nil {
 		attempts, wait, factor = max(r.Steps, 1), r.Duration, r.Factor
@@ -145,18 +322,127 @@ func runWithRetry(ctx context.Context, cmd *Command, x Executor) error {
 	var errs []error
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
+			// Waiting holds no slot: other keys run meanwhile.
 			select {
-			case <-ctx.Done():
-				return errors.Join(append(errs, ctx.Err())...)
+			case <-p.ctx.Done():
+				return i, p.ctx.Err()
 			case <-time.After(wait):
 			}
 			wait = time.Duration(float64(wait) * factor)
 		}
-		err := x.Execute(ctx, cmd)
+		select {
+		case p.sem <- struct{}{}:
+		case <-p.ctx.Done():
+			return i, p.ctx.Err()
+		}
+		err := x.Execute(p.ctx, cmd)
+		<-p.sem
 		if err == nil {
-			return nil
+			return i + 1, nil
 		}
 		errs = append(errs, fmt.Errorf("attempt %d: %w", i+1, err))
 	}
-	return errors.Join(errs...)
+	return attempts, errors.Join(errs...)
+}
+
+// finish marks a job's offset finished; forget drops a job without finishing it.
+func (p *pool) finish(j *job, done bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(j.part.running, j.cmd.ID)
+	if done {
+		j.part.done[j.cmd.ID] = true
+		j.part.finished[j.offset] = true
+	}
+	p.inflight--
+	select {
+	case p.room <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pool) forget(j *job) { p.finish(j, false) }
+
+func (p *pool) waitForRoom(ctx context.Context) {
+	for {
+		p.mu.Lock()
+		full := p.inflight >= maxInflight
+		p.mu.Unlock()
+		if !full {
+			return
+		}
+		select {
+		case <-p.room:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// commit commits, for each partition, the offset after its last contiguous finished command.
+func (p *pool) commit(ctx context.Context) error {
+	p.mu.Lock()
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	for _, part := range p.parts {
+		for len(part.pending) > 0 && part.finished[part.pending[0]] {
+			delete(part.finished, part.pending[0])
+			part.commit = part.pending[0] + 1
+			part.pending = part.pending[1:]
+		}
+		if part.commit < 0 || part.revoked {
+			continue
+		}
+		if offsets[p.cfg.Topology.Commands()] == nil {
+			offsets[p.cfg.Topology.Commands()] = map[int32]kgo.EpochOffset{}
+		}
+		offsets[p.cfg.Topology.Commands()][part.num] = kgo.EpochOffset{Epoch: part.epoch, Offset: part.commit}
+		part.commit = -1
+	}
+	p.mu.Unlock()
+	if len(offsets) == 0 {
+		return nil
+	}
+	var commitErr error
+	p.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			commitErr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, pt := range t.Partitions {
+				if e := kerr.ErrorForCode(pt.ErrorCode); e != nil {
+					commitErr = errors.Join(commitErr, fmt.Errorf("partition %d: %w", pt.Partition, e))
+				}
+			}
+		}
+	})
+	if commitErr != nil {
+		p.cfg.Logger.Warn("executor: offset commit failed; finished commands may be redelivered and skipped", "err", commitErr)
+	}
+	return commitErr
+}
+
+// revoke is the group callback for partitions this member no longer owns: what finished is
+// committed, queued commands of those partitions are dropped, and their state forgotten.
+func (p *pool) revoke(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
+	_ = p.commit(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, n := range lost[p.cfg.Topology.Commands()] {
+		if part := p.parts[n]; part != nil {
+			part.revoked = true
+			delete(p.parts, n)
+		}
+	}
+}
+
+// outcomePartitioner writes an outcome to the executed partition of its command's partition,
+// so that commands partition i and executed partition i belong together; other records hash.
+type outcomePartitioner struct{ executed string }
+
+func (o outcomePartitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	if topic == o.executed {
+		return kgo.ManualPartitioner().ForTopic(topic)
+	}
+	return kgo.StickyKeyPartitioner(nil).ForTopic(topic)
 }

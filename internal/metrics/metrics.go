@@ -27,7 +27,8 @@ type Metrics struct {
 	CommandsEmitted *prometheus.CounterVec // sensor: commands committed to the commands topic
 	JoinPendingKeys prometheus.Gauge       // sensor: join keys waiting in the partitions this member owns
 	Executions      *prometheus.CounterVec // executor: commands executed successfully
-	Failures        *prometheus.CounterVec // executor: commands that failed
+	Failures        *prometheus.CounterVec // executor: commands that failed after their retries
+	Skipped         *prometheus.CounterVec // executor: redelivered commands already finished
 	ExecSeconds     *prometheus.HistogramVec
 
 	mu     sync.Mutex
@@ -51,7 +52,8 @@ func New() *Metrics {
 		EventsMatched:   counter("sensor_events_matched_total", "Events that passed a dependency's filters.", "sensor", "dependency"),
 		CommandsEmitted: counter("sensor_commands_emitted_total", "Trigger commands committed to the commands topic.", "sensor", "trigger"),
 		Executions:      counter("executor_executions_total", "Trigger commands executed successfully.", "sensor", "trigger"),
-		Failures:        counter("executor_failures_total", "Trigger command executions that failed.", "sensor", "trigger"),
+		Failures:        counter("executor_failures_total", "Trigger commands that failed after their retries.", "sensor", "trigger"),
+		Skipped:         counter("executor_skipped_total", "Redelivered trigger commands skipped because they had finished.", "sensor", "trigger"),
 		ExecSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "kevents", Name: "executor_execution_seconds", Help: "Time to execute a trigger command.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
