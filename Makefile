@@ -30,6 +30,7 @@ fmt-check:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -benchmem ./cmd/kevents/
 	$(GO) test -run '^$$' -bench 'BenchmarkSensor|BenchmarkRestore' -benchtime 1x ./sensor/
+	$(GO) test -run '^$$' -bench BenchmarkExecutor -benchtime 1x ./trigger/
 	$(GO) test -run '^$$' -bench 'BenchmarkMatchExprs|BenchmarkScriptFilter|BenchmarkTransform' -benchmem ./sensor/
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/cloudevent/
 

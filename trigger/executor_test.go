@@ -30,7 +30,7 @@ type poolEnv struct {
 	cl   *kgo.Client
 }
 
-func newPoolEnv(t *testing.T) *poolEnv {
+func newPoolEnv(t testing.TB) *poolEnv {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
@@ -54,13 +54,17 @@ func newPoolEnv(t *testing.T) *poolEnv {
 }
 
 // runMember runs an executor pool member until the test ends or stop is called.
-func (e *poolEnv) runMember(t *testing.T, member string) (m *metrics.Metrics, stop func()) {
+func (e *poolEnv) runMember(t testing.TB, member string) (m *metrics.Metrics, stop func()) {
+	return e.runMemberWith(t, member, 8)
+}
+
+func (e *poolEnv) runMemberWith(t testing.TB, member string, concurrency int) (m *metrics.Metrics, stop func()) {
 	t.Helper()
 	m = metrics.New()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- RunExecutor(ctx, ExecutorConfig{Kafka: e.kc, Topology: e.topo, Member: member, Metrics: m, Concurrency: 8,
+		done <- RunExecutor(ctx, ExecutorConfig{Kafka: e.kc, Topology: e.topo, Member: member, Metrics: m, Concurrency: concurrency,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 	var once sync.Once

@@ -38,7 +38,11 @@ func init() {
 	}, func(env Env) (Executor, error) {
 		client := env.HTTPClient
 		if client == nil {
-			client = &http.Client{}
+			// Keep a connection per concurrently running command to the same host: Go's default
+			// of 2 idle connections per host makes a busy pool open and close one per call.
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.MaxIdleConnsPerHost = 256
+			client = &http.Client{Transport: tr}
 		}
 		return &httpExecutor{client: client}, nil
 	})
