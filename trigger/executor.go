@@ -133,6 +133,12 @@ func RunExecutor(ctx context.Context, cfg ExecutorConfig) error {
 	// next start); what finished is committed.
 	stopRunning()
 	p.wg.Wait()
+	// Executors that hold connections (NATS, Kafka, ...) release them.
+	for _, x := range executors {
+		if c, ok := x.(interface{ Close() }); ok {
+			c.Close()
+		}
+	}
 	commitCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return p.commit(commitCtx)
