@@ -252,6 +252,21 @@ func (t *Trigger) validate(path string, deps map[string]bool) error {
 			validateParameters(hp+".parameters", h.Parameters, deps, false),
 			validateParameters(hp+".dynamicHeaders", h.DynamicHeaders, deps, false))
 	}
+	tp := path + ".template"
+	if k := t.Template.Kafka; k != nil {
+		errs = append(errs, validateParameters(tp+".kafka.payload", k.Payload, deps, true),
+			validateParameters(tp+".kafka.parameters", k.Parameters, deps, false))
+	}
+	if n := t.Template.NATS; n != nil {
+		errs = append(errs, validateParameters(tp+".nats.payload", n.Payload, deps, true),
+			validateParameters(tp+".nats.parameters", n.Parameters, deps, false))
+	}
+	if sl := t.Template.Slack; sl != nil {
+		errs = append(errs, validateParameters(tp+".slack.parameters", sl.Parameters, deps, false))
+	}
+	if e := t.Template.Email; e != nil {
+		errs = append(errs, validateParameters(tp+".email.parameters", e.Parameters, deps, false))
+	}
 	if t.DlqTrigger != nil {
 		errs = append(errs, t.DlqTrigger.validate(path+".dlqTrigger", deps))
 	}

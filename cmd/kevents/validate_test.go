@@ -64,7 +64,7 @@ func TestArgoExamples(t *testing.T) {
 	if loaded := len(ok) + len(unsupported); loaded != 107 {
 		t.Errorf("%d documents load, want 107", loaded)
 	}
-	for _, want := range []string{"webhook.yaml", "log.yaml", "http-trigger.yaml"} {
+	for _, want := range []string{"webhook.yaml", "log.yaml", "http-trigger.yaml", "trigger-nats-messages.yaml", "slack-trigger.yaml", "email-trigger.yaml"} {
 		if !contains(ok, want) {
 			t.Errorf("%s does not run; it should (ok: %v)", want, ok)
 		}
