@@ -52,7 +52,9 @@ type compiledTrigger struct {
 	window time.Duration
 	// resets are the conditionsReset schedules: a key whose first event precedes a reset time
 	// that has passed starts over.
-	resets []cron.Schedule
+	resets      []cron.Schedule
+	rateLimit   *trigger.RateLimit
+	allowStatus []int
 	// deps is the signature of what the trigger waits for (its dependencies' events and
 	// correlation paths); join state written under another signature is dropped.
 	deps string
@@ -115,11 +117,29 @@ func compile(s *api.Sensor) (*compiled, error) {
 		if t.DlqTrigger != nil {
 			errs = append(errs, fmt.Errorf("%s.dlqTrigger: %w", path, api.NotSupported("trigger feature", "dlqTrigger")))
 		}
-		if t.RateLimit != nil {
-			errs = append(errs, fmt.Errorf("%s.rateLimit: %w", path, api.NotSupported("trigger feature", "rateLimit")))
+		if rl := t.RateLimit; rl != nil {
+			per, ok := map[string]time.Duration{"": time.Second, "Second": time.Second, "Minute": time.Minute, "Hour": time.Hour}[rl.Unit]
+			switch {
+			case !ok:
+				errs = append(errs, fmt.Errorf("%s.rateLimit.unit: %q; expected Second, Minute or Hour", path, rl.Unit))
+			case rl.RequestsPerUnit <= 0:
+				errs = append(errs, fmt.Errorf("%s.rateLimit.requestsPerUnit: %d; expected a positive number", path, rl.RequestsPerUnit))
+			default:
+				ct.rateLimit = &trigger.RateLimit{Requests: int(rl.RequestsPerUnit), Per: per}
+			}
 		}
-		if t.Policy != nil {
-			errs = append(errs, fmt.Errorf("%s.policy: %w", path, api.NotSupported("trigger feature", "policy")))
+		if pol := t.Policy; pol != nil {
+			if len(pol.K8s) > 0 {
+				errs = append(errs, fmt.Errorf("%s.policy.k8s: %w", path, api.NotSupported("trigger feature", "policy.k8s")))
+			}
+			if pol.Status != nil {
+				for _, code := range pol.Status.Allow {
+					if code < 100 || code > 599 {
+						errs = append(errs, fmt.Errorf("%s.policy.status.allow: %d; expected HTTP status codes", path, code))
+					}
+					ct.allowStatus = append(ct.allowStatus, int(code))
+				}
+			}
 		}
 		retry, err := compileRetry(t.RetryStrategy)
 		if err != nil {

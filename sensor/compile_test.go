@@ -124,10 +124,16 @@ func TestCheck(t *testing.T) {
 		})), wantErr: []string{"dlqTrigger"}, notSupported: true},
 		{name: "rateLimit", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
 			tr.RateLimit = &api.RateLimit{Unit: "Second", RequestsPerUnit: 1}
-		})), wantErr: []string{"rateLimit"}, notSupported: true},
-		{name: "policy", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
-			tr.Policy = &api.TriggerPolicy{Status: &api.StatusPolicy{Allow: []int32{200}}}
-		})), wantErr: []string{"policy"}, notSupported: true},
+		}))},
+		{name: "rateLimit with a bad unit", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
+			tr.RateLimit = &api.RateLimit{Unit: "Day", RequestsPerUnit: 1}
+		})), wantErr: []string{`rateLimit.unit: "Day"`}},
+		{name: "policy.status", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
+			tr.Policy = &api.TriggerPolicy{Status: &api.StatusPolicy{Allow: []int32{200, 404}}}
+		}))},
+		{name: "policy.k8s", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
+			tr.Policy = &api.TriggerPolicy{K8s: json.RawMessage(`{"labels":{"a":"b"}}`)}
+		})), wantErr: []string{"policy.k8s"}, notSupported: true},
 
 		{name: "retryStrategy duration as a string", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
 			tr.RetryStrategy = &api.Backoff{Duration: json.RawMessage(`"3s"`), Steps: 3}

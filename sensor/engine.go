@@ -537,7 +537,7 @@ func render(s *compiled, t *compiledTrigger, events map[string]*cloudevents.Even
 	return &trigger.Command{
 		ID:        trigger.CommandID(s.namespace, s.name, t.name, refs),
 		Namespace: s.namespace, Sensor: s.name, Trigger: t.name, Type: typ,
-		Events: refs, Spec: spec, Retry: t.retry, CreatedAt: time.Now().UTC(),
+		Events: refs, Spec: spec, Retry: t.retry, RateLimit: t.rateLimit, AllowStatus: t.allowStatus, CreatedAt: time.Now().UTC(),
 	}, nil
 }
 

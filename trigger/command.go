@@ -25,7 +25,17 @@ type Command struct {
 	// Spec is the type's rendered request (HTTPRequest for "http", LogRequest for "log").
 	Spec      json.RawMessage `json:"spec"`
 	Retry     *Retry          `json:"retry,omitempty"`
-	CreatedAt time.Time       `json:"createdAt"`
+	RateLimit *RateLimit      `json:"rateLimit,omitempty"`
+	// AllowStatus lists the HTTP statuses that count as success (Argo's policy.status.allow);
+	// empty means 2xx.
+	AllowStatus []int     `json:"allowStatus,omitempty"`
+	CreatedAt   time.Time `json:"createdAt"`
+}
+
+// RateLimit caps how often one trigger's commands run: Requests per Per, without bursts.
+type RateLimit struct {
+	Requests int           `json:"requests"`
+	Per      time.Duration `json:"per"`
 }
 
 // EventRef names one input event of a command, for logs and audit.

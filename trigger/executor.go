@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/time/rate"
 
 	"github.com/kevents/kevents/internal/kclient"
 	"github.com/kevents/kevents/internal/metrics"
@@ -87,7 +88,7 @@ func RunExecutor(ctx context.Context, cfg ExecutorConfig) error {
 	if err != nil {
 		return err
 	}
-	p := &pool{cfg: cfg, executors: executors, parts: map[int32]*partition{}, keys: map[string]*keyQueue{},
+	p := &pool{cfg: cfg, executors: executors, parts: map[int32]*partition{}, keys: map[string]*keyQueue{}, limiters: map[string]*rate.Limiter{},
 		sem: make(chan struct{}, cfg.Concurrency), room: make(chan struct{}, 1)}
 	cl, err := cfg.Kafka.NewClient(
 		kgo.ConsumerGroup(GroupID(cfg.Topology)),
@@ -158,6 +159,7 @@ type pool struct {
 	parts    map[int32]*partition
 	keys     map[string]*keyQueue
 	inflight int
+	limiters map[string]*rate.Limiter // by command key, for triggers with a rateLimit
 }
 
 // partition tracks the offsets of one commands partition this member owns.
@@ -325,8 +327,15 @@ func (p *pool) execute(cmd *Command) (int, error) {
 	if r := cmd.Retry; r != nil {
 		attempts, wait, factor = max(r.Steps, 1), r.Duration, r.Factor
 	}
+	limiter := p.limiter(cmd)
 	var errs []error
 	for i := 0; i < attempts; i++ {
+		if limiter != nil {
+			// Like a retry wait, a rate limit holds up only its own trigger.
+			if err := limiter.Wait(p.ctx); err != nil {
+				return i, err
+			}
+		}
 		if i > 0 {
 			// Waiting holds no slot: other keys run meanwhile.
 			select {
@@ -349,6 +358,25 @@ func (p *pool) execute(cmd *Command) (int, error) {
 		errs = append(errs, fmt.Errorf("attempt %d: %w", i+1, err))
 	}
 	return attempts, errors.Join(errs...)
+}
+
+// limiter returns the rate limiter of a command's trigger, or nil when it has no rateLimit. Each
+// member limits the commands it runs; one trigger's commands all go to one partition, so to one
+// member at a time.
+func (p *pool) limiter(cmd *Command) *rate.Limiter {
+	rl := cmd.RateLimit
+	if rl == nil || rl.Requests <= 0 || rl.Per <= 0 {
+		return nil
+	}
+	every := rate.Every(rl.Per / time.Duration(rl.Requests))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.limiters[cmd.Key()]
+	if l == nil || l.Limit() != every {
+		l = rate.NewLimiter(every, 1) // no bursts beyond the rate
+		p.limiters[cmd.Key()] = l
+	}
+	return l
 }
 
 // finish marks a job's offset finished; forget drops a job without finishing it.

@@ -262,3 +262,40 @@ func header(r *kgo.Record, key string) string {
 	}
 	return ""
 }
+
+// TestExecutorRateLimitAndPolicy: a trigger's rateLimit spaces its commands, and
+// policy.status.allow decides which HTTP statuses count as success.
+func TestExecutorRateLimitAndPolicy(t *testing.T) {
+	env := newPoolEnv(t)
+	var mu sync.Mutex
+	var times []time.Time
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		times = append(times, time.Now())
+		mu.Unlock()
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	defer srv.Close()
+	m, _ := env.runMember(t, "m1")
+	for i := 0; i < 4; i++ {
+		spec, _ := json.Marshal(HTTPRequest{URL: srv.URL, Method: http.MethodPost})
+		cmd := Command{ID: fmt.Sprintf("c%d", i), Namespace: "ns", Sensor: "s", Trigger: "limited", Type: "http", Spec: spec,
+			RateLimit: &RateLimit{Requests: 5, Per: time.Second}, AllowStatus: []int{404}}
+		v, _ := json.Marshal(cmd)
+		if err := env.cl.ProduceSync(context.Background(), &kgo.Record{Topic: env.topo.Commands(), Key: []byte(cmd.Key()), Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "four commands", func() bool { return testutil.ToFloat64(m.Executions.WithLabelValues("s", "limited")) == 4 })
+	if f := testutil.ToFloat64(m.Failures.WithLabelValues("s", "limited")); f != 0 {
+		t.Errorf("%v failures: 404 is allowed by the policy", f)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// 5 per second without bursts: at least 200 ms between calls.
+	for i := 1; i < len(times); i++ {
+		if gap := times[i].Sub(times[i-1]); gap < 190*time.Millisecond {
+			t.Errorf("calls %d and %d were %v apart; the rate limit allows one per 200 ms", i-1, i, gap)
+		}
+	}
+}

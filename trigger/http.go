@@ -142,8 +142,22 @@ func (x *httpExecutor) Execute(ctx context.Context, cmd *Command) error {
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // lets the connection be reused
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	if !statusAllowed(resp.StatusCode, cmd.AllowStatus) {
 		return fmt.Errorf("%w: %s %s answered %s", ErrHTTPStatus, r.Method, r.URL, resp.Status)
 	}
 	return nil
+}
+
+// statusAllowed reports whether an HTTP status counts as success: one of allow (Argo's
+// policy.status.allow) when set, 2xx otherwise.
+func statusAllowed(status int, allow []int) bool {
+	if len(allow) == 0 {
+		return status >= 200 && status <= 299
+	}
+	for _, a := range allow {
+		if a == status {
+			return true
+		}
+	}
+	return false
 }
