@@ -55,6 +55,8 @@ type compiledTrigger struct {
 	resets      []cron.Schedule
 	rateLimit   *trigger.RateLimit
 	allowStatus []int
+	// dlq is the dlqTrigger, rendered with the same events into every command of this trigger.
+	dlq *compiledTrigger
 	// deps is the signature of what the trigger waits for (its dependencies' events and
 	// correlation paths); join state written under another signature is dropped.
 	deps string
@@ -114,8 +116,12 @@ func compile(s *api.Sensor) (*compiled, error) {
 			}
 			ct.resets = append(ct.resets, sched)
 		}
-		if t.DlqTrigger != nil {
-			errs = append(errs, fmt.Errorf("%s.dlqTrigger: %w", path, api.NotSupported("trigger feature", "dlqTrigger")))
+		if d := t.DlqTrigger; d != nil {
+			dlq, err := compileDLQ(d)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s.dlqTrigger: %w", path, err))
+			}
+			ct.dlq = dlq
 		}
 		if rl := t.RateLimit; rl != nil {
 			per, ok := map[string]time.Duration{"": time.Second, "Second": time.Second, "Minute": time.Minute, "Hour": time.Hour}[rl.Unit]
@@ -219,6 +225,26 @@ func route(cond condition) (deps []string, join bool) {
 	}
 	sort.Strings(deps)
 	return deps, join
+}
+
+// compileDLQ compiles a dlqTrigger: a trigger of its own type and retries, fired with the
+// events of the command that failed. It cannot have a dlqTrigger itself.
+func compileDLQ(d *api.Trigger) (*compiledTrigger, error) {
+	if d.Template == nil {
+		return nil, errors.New("template: missing")
+	}
+	var errs []error
+	if err := trigger.Check(d.Template); err != nil {
+		errs = append(errs, fmt.Errorf("template: %w", err))
+	}
+	if d.DlqTrigger != nil {
+		errs = append(errs, errors.New("dlqTrigger: a dlqTrigger cannot have a dlqTrigger of its own"))
+	}
+	retry, err := compileRetry(d.RetryStrategy)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("retryStrategy: %w", err))
+	}
+	return &compiledTrigger{def: *d, name: d.Template.Name, retry: retry}, errors.Join(errs...)
 }
 
 // resetParser reads conditionsReset crons as Argo does: five fields, no seconds.

@@ -121,7 +121,13 @@ func TestCheck(t *testing.T) {
 		{name: "dlqTrigger", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
 			dlq := logTrigger("dlq", "")
 			tr.DlqTrigger = &dlq
-		})), wantErr: []string{"dlqTrigger"}, notSupported: true},
+		}))},
+		{name: "dlqTrigger with a dlqTrigger", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
+			inner := logTrigger("inner", "")
+			dlq := logTrigger("dlq", "")
+			dlq.DlqTrigger = &inner
+			tr.DlqTrigger = &dlq
+		})), wantErr: []string{"dlqTrigger: dlqTrigger: a dlqTrigger cannot have a dlqTrigger of its own"}},
 		{name: "rateLimit", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
 			tr.RateLimit = &api.RateLimit{Unit: "Second", RequestsPerUnit: 1}
 		}))},

@@ -534,11 +534,17 @@ func render(s *compiled, t *compiledTrigger, events map[string]*cloudevents.Even
 		refs = append(refs, trigger.EventRef{Dependency: dep, ID: e.ID(), EventSource: e.Source(), EventName: e.Subject(), Time: e.Time()})
 	}
 	sort.Slice(refs, func(i, j int) bool { return refs[i].Dependency < refs[j].Dependency })
-	return &trigger.Command{
+	cmd := &trigger.Command{
 		ID:        trigger.CommandID(s.namespace, s.name, t.name, refs),
 		Namespace: s.namespace, Sensor: s.name, Trigger: t.name, Type: typ,
 		Events: refs, Spec: spec, Retry: t.retry, RateLimit: t.rateLimit, AllowStatus: t.allowStatus, CreatedAt: time.Now().UTC(),
-	}, nil
+	}
+	if t.dlq != nil {
+		if cmd.DLQ, err = render(s, t.dlq, events); err != nil {
+			return nil, fmt.Errorf("dlqTrigger: %w", err)
+		}
+	}
+	return cmd, nil
 }
 
 func commandRecord(t *topology.Topology, cmd *trigger.Command) (*kgo.Record, error) {

@@ -28,8 +28,11 @@ type Command struct {
 	RateLimit *RateLimit      `json:"rateLimit,omitempty"`
 	// AllowStatus lists the HTTP statuses that count as success (Argo's policy.status.allow);
 	// empty means 2xx.
-	AllowStatus []int     `json:"allowStatus,omitempty"`
-	CreatedAt   time.Time `json:"createdAt"`
+	AllowStatus []int `json:"allowStatus,omitempty"`
+	// DLQ is the trigger's dlqTrigger, rendered from the same events: the executor issues it as
+	// a command of its own when this one fails after its retries.
+	DLQ       *Command  `json:"dlq,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
 }
 
 // RateLimit caps how often one trigger's commands run: Requests per Per, without bursts.

@@ -168,10 +168,11 @@ type partition struct {
 	epoch    int32
 	revoked  bool
 	done     map[string]bool // command ids finished, from the executed topic and this member
-	pending  []int64         // offsets taken, in order, not yet committed
-	finished map[int64]bool
-	commit   int64 // next offset to commit; -1: nothing new
-	running  map[string]bool
+	pending   []int64 // offsets taken, in order, not yet contiguous-finished
+	finished  map[int64]bool
+	next      int64 // the offset after the last contiguous finished command; -1: none yet
+	committed int64 // the last offset Kafka confirmed committing; -1: none
+	running   map[string]bool
 }
 
 type keyQueue struct {
@@ -197,7 +198,7 @@ func (p *pool) add(ctx context.Context, r *kgo.Record) error {
 		if err != nil {
 			return err
 		}
-		part = &partition{num: r.Partition, done: done, finished: map[int64]bool{}, commit: -1, running: map[string]bool{}}
+		part = &partition{num: r.Partition, done: done, finished: map[int64]bool{}, next: -1, committed: -1, running: map[string]bool{}}
 		p.mu.Lock()
 		p.parts[r.Partition] = part
 		p.mu.Unlock()
@@ -294,6 +295,14 @@ func (p *pool) run(j *job) {
 		log.Error("executor: trigger failed after its retries; sent to the DLQ", "attempts", attempts, "err", err)
 		recs = append(recs, &kgo.Record{Topic: p.cfg.Topology.DLQ(), Key: []byte(cmd.Key()), Value: j.raw,
 			Headers: []kgo.RecordHeader{{Key: "kevents-error", Value: []byte(out.Error)}, {Key: "kevents-command-id", Value: []byte(cmd.ID)}}})
+		if cmd.DLQ != nil {
+			// The dlqTrigger becomes a command of its own, with the same guarantees; if this
+			// member dies before recording the outcome, the failed command is redelivered and
+			// issues it again with the same id, which the executor then skips.
+			if v, err := json.Marshal(cmd.DLQ); err == nil {
+				recs = append(recs, &kgo.Record{Topic: p.cfg.Topology.Commands(), Key: []byte(cmd.DLQ.Key()), Value: v})
+			}
+		}
 	} else {
 		p.cfg.Metrics.Executions.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
 		log.Debug("executor: trigger done", "attempts", attempts, "duration", time.Since(start))
@@ -420,23 +429,35 @@ func (p *pool) commit(ctx context.Context) error {
 	for _, part := range p.parts {
 		for len(part.pending) > 0 && part.finished[part.pending[0]] {
 			delete(part.finished, part.pending[0])
-			part.commit = part.pending[0] + 1
+			part.next = part.pending[0] + 1
 			part.pending = part.pending[1:]
 		}
-		if part.commit < 0 || part.revoked {
+		if part.next <= part.committed || part.revoked {
 			continue
 		}
 		if offsets[p.cfg.Topology.Commands()] == nil {
 			offsets[p.cfg.Topology.Commands()] = map[int32]kgo.EpochOffset{}
 		}
-		offsets[p.cfg.Topology.Commands()][part.num] = kgo.EpochOffset{Epoch: part.epoch, Offset: part.commit}
-		part.commit = -1
+		offsets[p.cfg.Topology.Commands()][part.num] = kgo.EpochOffset{Epoch: part.epoch, Offset: part.next}
 	}
 	p.mu.Unlock()
 	if len(offsets) == 0 {
 		return nil
 	}
 	var commitErr error
+	// A commit that fails is tried again on the next pass: committed moves only on success.
+	defer func() {
+		if commitErr != nil {
+			return
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for n, eo := range offsets[p.cfg.Topology.Commands()] {
+			if part := p.parts[n]; part != nil && eo.Offset > part.committed {
+				part.committed = eo.Offset
+			}
+		}
+	}()
 	p.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {
 			commitErr = err

@@ -299,3 +299,26 @@ func TestExecutorRateLimitAndPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestExecutorDLQTrigger: when a command fails after its retries, its dlqTrigger runs once.
+func TestExecutorDLQTrigger(t *testing.T) {
+	env := newPoolEnv(t)
+	tg := newTarget(t, func(body string, _ int) bool { return body == "main" })
+	m, _ := env.runMember(t, "m1")
+	spec, _ := json.Marshal(HTTPRequest{URL: tg.srv.URL, Method: http.MethodPost, Body: []byte("dlq")})
+	dlq := &Command{ID: "dlq", Namespace: "ns", Sensor: "s", Trigger: "on-failure", Type: "http", Spec: spec}
+	spec, _ = json.Marshal(HTTPRequest{URL: tg.srv.URL, Method: http.MethodPost, Body: []byte("main")})
+	cmd := Command{ID: "main", Namespace: "ns", Sensor: "s", Trigger: "t", Type: "http", Spec: spec,
+		Retry: &Retry{Steps: 2, Duration: 10 * time.Millisecond, Factor: 1}, DLQ: dlq}
+	v, _ := json.Marshal(cmd)
+	if err := env.cl.ProduceSync(context.Background(), &kgo.Record{Topic: env.topo.Commands(), Key: []byte(cmd.Key()), Value: v}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the dlqTrigger", func() bool { return testutil.ToFloat64(m.Executions.WithLabelValues("s", "on-failure")) == 1 })
+	if got := tg.received(); len(got) != 1 || got[0] != "dlq" {
+		t.Errorf("target got %v; want only the dlqTrigger's request (the main one failed)", got)
+	}
+	if f := testutil.ToFloat64(m.Failures.WithLabelValues("s", "t")); f != 1 {
+		t.Errorf("failures of the main trigger = %v, want 1", f)
+	}
+}
