@@ -164,11 +164,11 @@ type pool struct {
 
 // partition tracks the offsets of one commands partition this member owns.
 type partition struct {
-	num      int32
-	epoch    int32
-	revoked  bool
-	done     map[string]bool // command ids finished, from the executed topic and this member
-	pending   []int64 // offsets taken, in order, not yet contiguous-finished
+	num       int32
+	epoch     int32
+	revoked   bool
+	done      map[string]bool // command ids finished, from the executed topic and this member
+	pending   []int64         // offsets taken, in order, not yet contiguous-finished
 	finished  map[int64]bool
 	next      int64 // the offset after the last contiguous finished command; -1: none yet
 	committed int64 // the last offset Kafka confirmed committing; -1: none
