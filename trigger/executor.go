@@ -136,7 +136,10 @@ func RunExecutor(ctx context.Context, cfg ExecutorConfig) error {
 	p.wg.Wait()
 	// Executors that hold connections (NATS, Kafka, ...) release them.
 	for _, x := range executors {
-		if c, ok := x.(interface{ Close() }); ok {
+		switch c := x.(type) {
+		case interface{ Close() error }:
+			_ = c.Close()
+		case interface{ Close() }:
 			c.Close()
 		}
 	}

@@ -3,15 +3,19 @@ package trigger
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/kevents/kevents/api"
+	"github.com/kevents/kevents/internal/secrets"
 )
 
 // IdempotencyKeyHeader carries the command id on HTTP calls, so a target can drop a repeat.
@@ -20,7 +24,8 @@ const IdempotencyKeyHeader = "Idempotency-Key"
 // defaultHTTPTimeout is Argo's default for the http trigger.
 const defaultHTTPTimeout = 60 * time.Second
 
-// HTTPRequest is the rendered request of an http trigger.
+// HTTPRequest is the rendered request of an http trigger. It carries no secret: TLS, BasicAuth
+// and SecureHeaders hold Secret references, resolved by the executor on each call.
 type HTTPRequest struct {
 	URL            string            `json:"url"`
 	Method         string            `json:"method"`
@@ -28,6 +33,12 @@ type HTTPRequest struct {
 	Host           string            `json:"host,omitempty"`    // overrides the Host header, as Argo's http.host
 	Body           []byte            `json:"body,omitempty"`
 	TimeoutSeconds int64             `json:"timeoutSeconds,omitempty"`
+	// TLS is Argo's http.tls: a CA, a client certificate and key (PEM Secrets), insecureSkipVerify.
+	TLS *api.TLSConfig `json:"tls,omitempty"`
+	// BasicAuth is Argo's http.basicAuth: user name and password Secrets, each optional (empty).
+	BasicAuth *api.BasicAuth `json:"basicAuth,omitempty"`
+	// SecureHeaders are Argo's http.secureHeaders, each valued from a Secret (valueFrom.secretKeyRef).
+	SecureHeaders []*api.SecureHeader `json:"secureHeaders,omitempty"`
 }
 
 func init() {
@@ -38,23 +49,123 @@ func init() {
 	}, func(env Env) (Executor, error) {
 		client := env.HTTPClient
 		if client == nil {
-			// Keep a connection per concurrently running command to the same host: Go's default
-			// of 2 idle connections per host makes a busy pool open and close one per call.
-			tr := http.DefaultTransport.(*http.Transport).Clone()
-			tr.MaxIdleConnsPerHost = 256
-			client = &http.Client{Transport: tr}
+			client = &http.Client{Transport: newHTTPTransport()}
 		}
-		return &httpExecutor{client: client}, nil
+		return &httpExecutor{client: client, secrets: env.Secrets, tlsClients: map[string]*http.Client{}}, nil
 	})
 }
 
+// newHTTPTransport is the transport of the default client and of the clients of TLS targets. It
+// keeps a connection per concurrently running command to the same host: Go's default of 2 idle
+// connections per host makes a busy pool open and close one per call.
+func newHTTPTransport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256
+	return tr
+}
+
 func checkHTTP(t *api.TriggerTemplate) error {
-	h := t.HTTP
-	for field, set := range map[string]bool{
-		"tls": len(h.TLS) > 0, "basicAuth": len(h.BasicAuth) > 0, "secureHeaders": len(h.SecureHeaders) > 0,
+	_, err := decodeHTTPSecurity(t.HTTP)
+	return err
+}
+
+// httpSecurity is the part of an http trigger that refers to Secrets.
+type httpSecurity struct {
+	tls           *api.TLSConfig
+	basicAuth     *api.BasicAuth
+	secureHeaders []*api.SecureHeader
+}
+
+// decodeHTTPSecurity reads tls, basicAuth and secureHeaders, which api.HTTPTrigger holds as raw
+// JSON, and validates them: unknown fields are refused, as the loader does for typed fields.
+func decodeHTTPSecurity(h *api.HTTPTrigger) (httpSecurity, error) {
+	var s httpSecurity
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+		into any
+	}{
+		{"tls", h.TLS, &s.tls}, {"basicAuth", h.BasicAuth, &s.basicAuth}, {"secureHeaders", h.SecureHeaders, &s.secureHeaders},
 	} {
-		if set {
-			return api.NotSupported("http trigger field", field)
+		if len(bytes.TrimSpace(f.raw)) == 0 {
+			continue
+		}
+		d := json.NewDecoder(bytes.NewReader(f.raw))
+		d.DisallowUnknownFields()
+		if err := d.Decode(f.into); err != nil {
+			return httpSecurity{}, fmt.Errorf("http.%s: %w", f.name, err)
+		}
+	}
+	if s.tls != nil {
+		if err := checkTLSConfig("http.tls", s.tls); err != nil {
+			return httpSecurity{}, err
+		}
+	}
+	if a := s.basicAuth; a != nil {
+		// Argo sends an empty user name or password for one that is not set.
+		if a.Username == nil && a.Password == nil {
+			return httpSecurity{}, errors.New("http.basicAuth: set username, password or both")
+		}
+		if a.Username != nil {
+			if err := checkSecretRef("http.basicAuth.username", a.Username); err != nil {
+				return httpSecurity{}, err
+			}
+		}
+		if a.Password != nil {
+			if err := checkSecretRef("http.basicAuth.password", a.Password); err != nil {
+				return httpSecurity{}, err
+			}
+		}
+	}
+	for i, sh := range s.secureHeaders {
+		if err := checkSecureHeader(i, sh); err != nil {
+			return httpSecurity{}, err
+		}
+	}
+	return s, nil
+}
+
+func checkSecureHeader(i int, sh *api.SecureHeader) error {
+	field := fmt.Sprintf("http.secureHeaders[%d]", i)
+	if sh == nil || sh.Name == "" {
+		return fmt.Errorf("%s.name: required", field)
+	}
+	field = fmt.Sprintf("%s (%s)", field, sh.Name)
+	v := sh.ValueFrom
+	switch {
+	case v == nil || v.SecretKeyRef == nil && v.ConfigMapKeyRef == nil:
+		return fmt.Errorf("%s.valueFrom: set secretKeyRef", field)
+	case v.SecretKeyRef != nil && v.ConfigMapKeyRef != nil:
+		return fmt.Errorf("%s.valueFrom: set secretKeyRef or configMapKeyRef, not both", field)
+	case v.ConfigMapKeyRef != nil:
+		return fmt.Errorf("%s.valueFrom: %w", field, errSecureHeaderConfigMap)
+	}
+	return checkSecretRef(field+".valueFrom.secretKeyRef", v.SecretKeyRef)
+}
+
+// errSecureHeaderConfigMap refuses a secure header valued from a ConfigMap: kevents resolves
+// Secrets only (internal/secrets), and a ConfigMap must not be read as a Secret of the same name.
+var errSecureHeaderConfigMap = fmt.Errorf("%w: http trigger secureHeaders configMapKeyRef", api.ErrNotSupported)
+
+// checkTLSConfig validates a TLS configuration of a trigger as Argo's GetTLSConfig does:
+// insecureSkipVerify or enabled is enough, else a CA or a client certificate must be set, and a
+// client certificate goes with its key. field prefixes the errors ("http.tls").
+func checkTLSConfig(field string, t *api.TLSConfig) error {
+	cert, key := t.ClientCertSecret != nil, t.ClientKeySecret != nil
+	if !t.InsecureSkipVerify && !t.Enabled && t.CACertSecret == nil && !cert && !key {
+		return fmt.Errorf("%s: set enabled, insecureSkipVerify, caCertSecret or clientCertSecret and clientKeySecret", field)
+	}
+	if cert != key {
+		return fmt.Errorf("%s: clientCertSecret and clientKeySecret go together", field)
+	}
+	for _, f := range []struct {
+		name string
+		ref  *api.SecretKeySelector
+	}{{"caCertSecret", t.CACertSecret}, {"clientCertSecret", t.ClientCertSecret}, {"clientKeySecret", t.ClientKeySecret}} {
+		if f.ref != nil {
+			if err := checkSecretRef(field+"."+f.name, f.ref); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -79,7 +190,15 @@ func renderHTTP(in RenderInput) (json.RawMessage, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("http.url: %q; expected an absolute http or https URL", h.URL)
 	}
-	req := HTTPRequest{URL: h.URL, Method: h.Method, Host: h.Host, TimeoutSeconds: h.Timeout, Headers: map[string]string{}}
+	// Again after the parameters, which may have rewritten the references.
+	sec, err := decodeHTTPSecurity(&h)
+	if err != nil {
+		return nil, err
+	}
+	req := HTTPRequest{
+		URL: h.URL, Method: h.Method, Host: h.Host, TimeoutSeconds: h.Timeout, Headers: map[string]string{},
+		TLS: sec.tls, BasicAuth: sec.basicAuth, SecureHeaders: sec.secureHeaders,
+	}
 	if req.Method == "" {
 		req.Method = http.MethodPost
 	}
@@ -109,7 +228,15 @@ func renderHTTP(in RenderInput) (json.RawMessage, error) {
 	return json.Marshal(req)
 }
 
-type httpExecutor struct{ client *http.Client }
+// httpExecutor calls targets with client, or for a target with a TLS configuration with a
+// client of its own, built on first use and shared by the commands with the same configuration.
+type httpExecutor struct {
+	client  *http.Client
+	secrets secrets.Resolver
+
+	mu         sync.Mutex
+	tlsClients map[string]*http.Client // by the JSON of the TLS references
+}
 
 // ErrHTTPStatus marks a call the target answered with a status outside 2xx.
 var ErrHTTPStatus = errors.New("http trigger: unexpected status")
@@ -132,11 +259,21 @@ func (x *httpExecutor) Execute(ctx context.Context, cmd *Command) error {
 	for k, v := range r.Headers {
 		req.Header.Set(k, v)
 	}
+	// Argo's order: headers, dynamic headers (rendered into Headers), secure headers, basic auth.
+	if err := x.setSecrets(req, &r); err != nil {
+		return fmt.Errorf("http trigger: %s %s: %w", r.Method, r.URL, err)
+	}
 	req.Header.Set(IdempotencyKeyHeader, cmd.ID)
 	if r.Host != "" {
 		req.Host = r.Host
 	}
-	resp, err := x.client.Do(req)
+	client := x.client
+	if r.TLS != nil {
+		if client, err = x.tlsClient(r.TLS); err != nil {
+			return fmt.Errorf("http trigger: %s %s: %w", r.Method, r.URL, err)
+		}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("http trigger: %s %s: %w", r.Method, r.URL, err)
 	}
@@ -146,6 +283,122 @@ func (x *httpExecutor) Execute(ctx context.Context, cmd *Command) error {
 		return fmt.Errorf("%w: %s %s answered %s", ErrHTTPStatus, r.Method, r.URL, resp.Status)
 	}
 	return nil
+}
+
+// setSecrets sets the secure headers and basic auth of r on req, resolving their Secrets now so
+// that a rotated Secret is used by the next call. Errors name references, never values.
+func (x *httpExecutor) setSecrets(req *http.Request, r *HTTPRequest) error {
+	for i, sh := range r.SecureHeaders {
+		if err := checkSecureHeader(i, sh); err != nil {
+			return err
+		}
+		field := fmt.Sprintf("http.secureHeaders[%d] (%s)", i, sh.Name)
+		v, err := resolveSecretRef(x.secrets, field, sh.ValueFrom.SecretKeyRef)
+		if err != nil {
+			return err
+		}
+		req.Header.Set(sh.Name, v)
+	}
+	if a := r.BasicAuth; a != nil {
+		var user, pass string
+		var err error
+		if a.Username != nil {
+			if user, err = resolveSecretRef(x.secrets, "http.basicAuth.username", a.Username); err != nil {
+				return err
+			}
+		}
+		if a.Password != nil {
+			if pass, err = resolveSecretRef(x.secrets, "http.basicAuth.password", a.Password); err != nil {
+				return err
+			}
+		}
+		req.SetBasicAuth(user, pass)
+	}
+	return nil
+}
+
+// tlsClient returns the client for a TLS configuration, building it on first use. Its Secrets
+// are read then: a rotated certificate is picked up when the executor restarts. The client
+// copies the executor's client, with a clone of its transport when that is an *http.Transport
+// and otherwise the default client's transport, and the TLS configuration on it.
+func (x *httpExecutor) tlsClient(t *api.TLSConfig) (*http.Client, error) {
+	id, err := json.Marshal(t)
+	if err != nil {
+		return nil, err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if c, ok := x.tlsClients[string(id)]; ok {
+		return c, nil
+	}
+	if err := checkTLSConfig("http.tls", t); err != nil {
+		return nil, err
+	}
+	cfg, err := tlsClientConfig(x.secrets, "http.tls", t)
+	if err != nil {
+		return nil, err
+	}
+	var tr *http.Transport
+	if base, ok := x.client.Transport.(*http.Transport); ok {
+		tr = base.Clone()
+	} else {
+		tr = newHTTPTransport()
+	}
+	tr.TLSClientConfig = cfg
+	c := *x.client
+	c.Transport = tr
+	x.tlsClients[string(id)] = &c
+	return &c, nil
+}
+
+// resolveSecretRef resolves a Secret reference; the error names the field and the reference,
+// never a value.
+func resolveSecretRef(r secrets.Resolver, field string, s *api.SecretKeySelector) (string, error) {
+	if s == nil {
+		return "", fmt.Errorf("%s: no secret reference", field)
+	}
+	v, err := r.Resolve(s.Name, s.Key)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	return v, nil
+}
+
+// tlsClientConfig builds a client TLS configuration from PEM Secrets: the CA that verifies the
+// server (the system's roots when unset), the client certificate and key, insecureSkipVerify.
+// Unlike Argo's GetTLSConfig, insecureSkipVerify does not drop the client certificate. field
+// prefixes the errors ("http.tls"). kafkaExecutor.tlsConfig does the same for the kafka
+// trigger; both could share this function.
+func tlsClientConfig(r secrets.Resolver, field string, t *api.TLSConfig) (*tls.Config, error) {
+	cfg := &tls.Config{InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // the user's choice
+	if t.CACertSecret != nil {
+		ca, err := resolveSecretRef(r, field+".caCertSecret", t.CACertSecret)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM([]byte(ca)) {
+			return nil, fmt.Errorf("%s.caCertSecret: secret %s/%s holds no PEM certificate", field, t.CACertSecret.Name, t.CACertSecret.Key)
+		}
+	}
+	if t.ClientCertSecret != nil && t.ClientKeySecret != nil {
+		cert, err := resolveSecretRef(r, field+".clientCertSecret", t.ClientCertSecret)
+		if err != nil {
+			return nil, err
+		}
+		key, err := resolveSecretRef(r, field+".clientKeySecret", t.ClientKeySecret)
+		if err != nil {
+			return nil, err
+		}
+		pair, err := tls.X509KeyPair([]byte(cert), []byte(key))
+		if err != nil {
+			// crypto/tls errors describe the PEM blocks, not their contents.
+			return nil, fmt.Errorf("%s: client certificate %s/%s and key %s/%s: %w",
+				field, t.ClientCertSecret.Name, t.ClientCertSecret.Key, t.ClientKeySecret.Name, t.ClientKeySecret.Key, err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 // statusAllowed reports whether an HTTP status counts as success: one of allow (Argo's
