@@ -17,8 +17,11 @@ import (
 type Event struct {
 	Type string // the spec field naming the source type: "webhook", "sqs", ...
 	Name string
-	// Webhook is set when Type is "webhook"; other types are not read yet.
+	// Webhook is set when Type is "webhook".
 	Webhook *WebhookEventSource
+	// Spec is the event's definition as its type declares it (GithubEventSource, ...), or
+	// Opaque for types kevents does not read yet.
+	Spec any
 }
 
 // Events lists the events of the spec, ordered by type then name.
@@ -35,8 +38,8 @@ func (s *EventSourceSpec) Events() []Event {
 		}
 		typ, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
 		for _, key := range sortedKeys(f) {
-			e := Event{Type: typ, Name: key}
-			if w, ok := f.MapIndex(reflect.ValueOf(key)).Interface().(WebhookEventSource); ok {
+			e := Event{Type: typ, Name: key, Spec: f.MapIndex(reflect.ValueOf(key)).Interface()}
+			if w, ok := e.Spec.(WebhookEventSource); ok {
 				e.Webhook = &w
 			}
 			out = append(out, e)
