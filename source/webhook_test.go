@@ -572,25 +572,23 @@ kind: EventSource
 metadata:
   name: queue
 spec:
-  sqs:
+  mqtt:
     example:
-      region: us-east-1
-      queue: my-queue
-      waitTimeSeconds: 20
-      jsonBody: true
+      url: tcp://mqtt:1883
+      topic: events
 `)[0]
 	err := Check(es)
 	if err == nil {
-		t.Fatal("Check: no error for an sqs event")
+		t.Fatal("Check: no error for an mqtt event")
 	}
 	if !errors.Is(err, api.ErrNotSupported) {
 		t.Errorf("error %v does not wrap api.ErrNotSupported", err)
 	}
-	if !strings.Contains(err.Error(), `not supported yet: eventsource type "sqs"`) {
-		t.Errorf("error %q lacks `not supported yet: eventsource type \"sqs\"`", err)
+	if !strings.Contains(err.Error(), `not supported yet: eventsource type "mqtt"`) {
+		t.Errorf("error %q lacks `not supported yet: eventsource type \"mqtt\"`", err)
 	}
-	if !strings.Contains(err.Error(), "spec.sqs.example") {
-		t.Errorf("error %q does not name spec.sqs.example", err)
+	if !strings.Contains(err.Error(), "spec.mqtt.example") {
+		t.Errorf("error %q does not name spec.mqtt.example", err)
 	}
 
 	// Run refuses it the same way, before listening anywhere.

@@ -98,9 +98,9 @@ func TestValidateCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "2 documents: 2 ok") {
 		t.Errorf("quickstart: err %v, output:\n%s", err, out)
 	}
-	out, err = runCLI("validate", "-f", filepath.Join(corpus, "event-sources", "aws-sqs.yaml"))
-	if err == nil || !strings.Contains(out, `not supported yet: eventsource type "sqs"`) {
-		t.Errorf("sqs: want a non-zero exit and the not-supported line; err %v, output:\n%s", err, out)
+	out, err = runCLI("validate", "-f", filepath.Join(corpus, "event-sources", "mqtt.yaml"))
+	if err == nil || !strings.Contains(out, `not supported yet: eventsource type "mqtt"`) {
+		t.Errorf("mqtt: want a non-zero exit and the not-supported line; err %v, output:\n%s", err, out)
 	}
 	if _, err = runCLI("validate", "-f", "does-not-exist.yaml"); err == nil {
 		t.Error("a missing path must fail")
