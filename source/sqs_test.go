@@ -44,6 +44,9 @@ import (
 // builds its command (app/cmd) from the module cache with goaws' own go.mod into t.TempDir() and
 // runs it on a free port with a generated configuration.
 
+// goawsModule is the SQS emulator the tests run.
+const goawsModule = "github.com/Admiral-Piett/goaws@v0.5.4"
+
 // goawsBinary builds goaws' command into t.TempDir() and returns its path.
 func goawsBinary(t *testing.T) string {
 	t.Helper()
@@ -53,12 +56,16 @@ func goawsBinary(t *testing.T) string {
 			t.Fatal("the go command is needed to build the goaws SQS emulator: not found")
 		}
 	}
-	list := exec.Command(goBin, "list", "-m", "-f", "{{.Dir}}", "github.com/Admiral-Piett/goaws")
-	out, err := list.Output()
-	dir := strings.TrimSpace(string(out))
-	if err != nil || dir == "" {
-		t.Fatalf("goaws is not in the module cache (go list -m: %v %s); run: go mod download github.com/Admiral-Piett/goaws", err, out)
+	// goaws is not a dependency of kevents: download it (a no-op once cached) to find its folder.
+	download := exec.Command(goBin, "mod", "download", "-json", goawsModule)
+	download.Dir = t.TempDir()
+	download.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+	out, err := download.Output()
+	var mod struct{ Dir, Error string }
+	if jerr := json.Unmarshal(out, &mod); err != nil || jerr != nil || mod.Dir == "" {
+		t.Fatalf("go mod download %s: %v %s %s", goawsModule, err, mod.Error, out)
 	}
+	dir := mod.Dir
 	bin := filepath.Join(t.TempDir(), "goaws")
 	build := exec.Command(goBin, "build", "-o", bin, "./app/cmd")
 	build.Dir = dir
