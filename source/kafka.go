@@ -2,8 +2,6 @@ package source
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -339,7 +337,7 @@ func newKafkaSource(b Build) (Source, error) {
 		kgo.WithHooks(s),
 	}
 	if cfg.TLS != nil {
-		tc, err := s.tlsConfig(cfg.TLS)
+		tc, err := s.b.Env.Secrets.TLSConfig("tls", cfg.TLS)
 		if err != nil {
 			return nil, err
 		}
@@ -661,38 +659,4 @@ func (s *kafkaSource) saslMechanism(c *api.SASLConfig) (sasl.Mechanism, error) {
 		u, p, err := creds()
 		return plain.Auth{User: u, Pass: p}, err
 	}), nil
-}
-
-// tlsConfig builds the client's TLS from PEM Secrets; the brokers' certificates are verified
-// unless insecureSkipVerify is set, as in Argo's kafka source.
-func (s *kafkaSource) tlsConfig(t *api.TLSConfig) (*tls.Config, error) {
-	cfg := &tls.Config{InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // the user's choice
-	if t.CACertSecret != nil {
-		ca, err := s.secret("tls.caCertSecret", t.CACertSecret)
-		if err != nil {
-			return nil, err
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM([]byte(ca)) {
-			return nil, fmt.Errorf("tls.caCertSecret: secret %s/%s holds no PEM certificate", t.CACertSecret.Name, t.CACertSecret.Key)
-		}
-	}
-	if t.ClientCertSecret != nil && t.ClientKeySecret != nil {
-		cert, err := s.secret("tls.clientCertSecret", t.ClientCertSecret)
-		if err != nil {
-			return nil, err
-		}
-		key, err := s.secret("tls.clientKeySecret", t.ClientKeySecret)
-		if err != nil {
-			return nil, err
-		}
-		pair, err := tls.X509KeyPair([]byte(cert), []byte(key))
-		if err != nil {
-			// crypto/tls errors describe the PEM blocks, not their contents.
-			return nil, fmt.Errorf("tls: client certificate %s/%s and key %s/%s: %w",
-				t.ClientCertSecret.Name, t.ClientCertSecret.Key, t.ClientKeySecret.Name, t.ClientKeySecret.Key, err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	return cfg, nil
 }

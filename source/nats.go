@@ -2,8 +2,6 @@ package source
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -324,7 +322,7 @@ func newNATSSource(b Build) (Source, error) {
 		return nil, fmt.Errorf("connectionBackoff.%w", err)
 	}
 	if n.cfg.TLS != nil {
-		cfg, err := n.tlsConfig(n.cfg.TLS)
+		cfg, err := n.b.Env.Secrets.TLSConfig("tls", n.cfg.TLS)
 		if err != nil {
 			return nil, err
 		}
@@ -354,40 +352,6 @@ func (n *natsSource) secret(field string, ref *api.SecretKeySelector) (string, e
 		return "", fmt.Errorf("%s: secret %s/%s is empty", field, ref.Name, ref.Key)
 	}
 	return v, nil
-}
-
-// tlsConfig builds the client TLS configuration from PEM Secrets: the CA that verifies the
-// server (the system's roots when unset), the client certificate and key, insecureSkipVerify.
-func (n *natsSource) tlsConfig(t *api.TLSConfig) (*tls.Config, error) {
-	cfg := &tls.Config{InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // the user's choice
-	if t.CACertSecret != nil {
-		ca, err := n.secret("tls.caCertSecret", t.CACertSecret)
-		if err != nil {
-			return nil, err
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM([]byte(ca)) {
-			return nil, fmt.Errorf("tls.caCertSecret: secret %s/%s holds no PEM certificate", t.CACertSecret.Name, t.CACertSecret.Key)
-		}
-	}
-	if t.ClientCertSecret != nil && t.ClientKeySecret != nil {
-		cert, err := n.secret("tls.clientCertSecret", t.ClientCertSecret)
-		if err != nil {
-			return nil, err
-		}
-		key, err := n.secret("tls.clientKeySecret", t.ClientKeySecret)
-		if err != nil {
-			return nil, err
-		}
-		pair, err := tls.X509KeyPair([]byte(cert), []byte(key))
-		if err != nil {
-			// crypto/tls errors describe the PEM blocks, not their contents.
-			return nil, fmt.Errorf("tls: client certificate %s/%s and key %s/%s: %w",
-				t.ClientCertSecret.Name, t.ClientCertSecret.Key, t.ClientKeySecret.Name, t.ClientKeySecret.Key, err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	return cfg, nil
 }
 
 // authOption resolves auth from Secrets. Argo mounts nkey and credential Secrets as files and

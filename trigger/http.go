@@ -3,8 +3,6 @@ package trigger
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -293,7 +291,7 @@ func (x *httpExecutor) setSecrets(req *http.Request, r *HTTPRequest) error {
 			return err
 		}
 		field := fmt.Sprintf("http.secureHeaders[%d] (%s)", i, sh.Name)
-		v, err := resolveSecretRef(x.secrets, field, sh.ValueFrom.SecretKeyRef)
+		v, err := x.secrets.Ref(field, sh.ValueFrom.SecretKeyRef)
 		if err != nil {
 			return err
 		}
@@ -303,12 +301,12 @@ func (x *httpExecutor) setSecrets(req *http.Request, r *HTTPRequest) error {
 		var user, pass string
 		var err error
 		if a.Username != nil {
-			if user, err = resolveSecretRef(x.secrets, "http.basicAuth.username", a.Username); err != nil {
+			if user, err = x.secrets.Ref("http.basicAuth.username", a.Username); err != nil {
 				return err
 			}
 		}
 		if a.Password != nil {
-			if pass, err = resolveSecretRef(x.secrets, "http.basicAuth.password", a.Password); err != nil {
+			if pass, err = x.secrets.Ref("http.basicAuth.password", a.Password); err != nil {
 				return err
 			}
 		}
@@ -334,7 +332,7 @@ func (x *httpExecutor) tlsClient(t *api.TLSConfig) (*http.Client, error) {
 	if err := checkTLSConfig("http.tls", t); err != nil {
 		return nil, err
 	}
-	cfg, err := tlsClientConfig(x.secrets, "http.tls", t)
+	cfg, err := x.secrets.TLSConfig("http.tls", t)
 	if err != nil {
 		return nil, err
 	}
@@ -349,56 +347,6 @@ func (x *httpExecutor) tlsClient(t *api.TLSConfig) (*http.Client, error) {
 	c.Transport = tr
 	x.tlsClients[string(id)] = &c
 	return &c, nil
-}
-
-// resolveSecretRef resolves a Secret reference; the error names the field and the reference,
-// never a value.
-func resolveSecretRef(r secrets.Resolver, field string, s *api.SecretKeySelector) (string, error) {
-	if s == nil {
-		return "", fmt.Errorf("%s: no secret reference", field)
-	}
-	v, err := r.Resolve(s.Name, s.Key)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
-	}
-	return v, nil
-}
-
-// tlsClientConfig builds a client TLS configuration from PEM Secrets: the CA that verifies the
-// server (the system's roots when unset), the client certificate and key, insecureSkipVerify.
-// Unlike Argo's GetTLSConfig, insecureSkipVerify does not drop the client certificate. field
-// prefixes the errors ("http.tls"). kafkaExecutor.tlsConfig does the same for the kafka
-// trigger; both could share this function.
-func tlsClientConfig(r secrets.Resolver, field string, t *api.TLSConfig) (*tls.Config, error) {
-	cfg := &tls.Config{InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // the user's choice
-	if t.CACertSecret != nil {
-		ca, err := resolveSecretRef(r, field+".caCertSecret", t.CACertSecret)
-		if err != nil {
-			return nil, err
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM([]byte(ca)) {
-			return nil, fmt.Errorf("%s.caCertSecret: secret %s/%s holds no PEM certificate", field, t.CACertSecret.Name, t.CACertSecret.Key)
-		}
-	}
-	if t.ClientCertSecret != nil && t.ClientKeySecret != nil {
-		cert, err := resolveSecretRef(r, field+".clientCertSecret", t.ClientCertSecret)
-		if err != nil {
-			return nil, err
-		}
-		key, err := resolveSecretRef(r, field+".clientKeySecret", t.ClientKeySecret)
-		if err != nil {
-			return nil, err
-		}
-		pair, err := tls.X509KeyPair([]byte(cert), []byte(key))
-		if err != nil {
-			// crypto/tls errors describe the PEM blocks, not their contents.
-			return nil, fmt.Errorf("%s: client certificate %s/%s and key %s/%s: %w",
-				field, t.ClientCertSecret.Name, t.ClientCertSecret.Key, t.ClientKeySecret.Name, t.ClientKeySecret.Key, err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	return cfg, nil
 }
 
 // statusAllowed reports whether an HTTP status counts as success: one of allow (Argo's

@@ -2,8 +2,6 @@ package trigger
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -290,7 +288,7 @@ func (x *kafkaExecutor) client(r *KafkaRequest) (*kafkaClient, error) {
 		opts = append(opts, kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
 	}
 	if r.TLS != nil {
-		cfg, err := x.tlsConfig(r.TLS)
+		cfg, err := x.secrets.TLSConfig("kafka.tls", r.TLS)
 		if err != nil {
 			return nil, err
 		}
@@ -369,38 +367,4 @@ func (x *kafkaExecutor) saslMechanism(s *api.SASLConfig) (sasl.Mechanism, error)
 		return scram.Sha512(scramAuth), nil
 	}
 	return nil, fmt.Errorf("kafka.sasl.mechanism: %q; expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
-}
-
-// tlsConfig builds the client's TLS from PEM Secrets. Unlike Argo, whose kafka trigger always
-// skips verifying the brokers' certificates, it verifies them unless insecureSkipVerify is set.
-func (x *kafkaExecutor) tlsConfig(t *api.TLSConfig) (*tls.Config, error) {
-	cfg := &tls.Config{InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // the user's choice
-	if t.CACertSecret != nil {
-		ca, err := x.secret("kafka.tls.caCertSecret", t.CACertSecret)
-		if err != nil {
-			return nil, err
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM([]byte(ca)) {
-			return nil, fmt.Errorf("kafka.tls.caCertSecret: secret %s/%s holds no PEM certificate", t.CACertSecret.Name, t.CACertSecret.Key)
-		}
-	}
-	if t.ClientCertSecret != nil && t.ClientKeySecret != nil {
-		cert, err := x.secret("kafka.tls.clientCertSecret", t.ClientCertSecret)
-		if err != nil {
-			return nil, err
-		}
-		key, err := x.secret("kafka.tls.clientKeySecret", t.ClientKeySecret)
-		if err != nil {
-			return nil, err
-		}
-		pair, err := tls.X509KeyPair([]byte(cert), []byte(key))
-		if err != nil {
-			// crypto/tls errors describe the PEM blocks, not their contents.
-			return nil, fmt.Errorf("kafka.tls: client certificate %s/%s and key %s/%s: %w",
-				t.ClientCertSecret.Name, t.ClientCertSecret.Key, t.ClientKeySecret.Name, t.ClientKeySecret.Key, err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	return cfg, nil
 }
