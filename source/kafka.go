@@ -19,12 +19,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/pkg/sasl"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"golang.org/x/time/rate"
 
 	"github.com/kevents/kevents/api"
+	"github.com/kevents/kevents/internal/kclient"
 )
 
 // kafkaSourcePollRecords bounds the records handled between two chances to rebalance.
@@ -344,7 +342,7 @@ func newKafkaSource(b Build) (Source, error) {
 		s.opts = append(s.opts, kgo.DialTLSConfig(tc))
 	}
 	if cfg.SASL != nil {
-		m, err := s.saslMechanism(cfg.SASL)
+		m, err := kclient.SASL(s.b.Env.Secrets, "sasl", s.set.mechanism, cfg.SASL)
 		if err != nil {
 			return nil, err
 		}
@@ -620,43 +618,4 @@ func (s *kafkaSource) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, 
 	if changed && err != nil {
 		s.log.Warn("kafka source: cannot connect to the broker", "broker", net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), "err", err)
 	}
-}
-
-// secret resolves a reference; the error names the reference, never a value.
-func (s *kafkaSource) secret(field string, sel *api.SecretKeySelector) (string, error) {
-	v, err := s.b.Env.Secrets.Resolve(sel.Name, sel.Key)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
-	}
-	return v, nil
-}
-
-// saslMechanism resolves the user and password at each connection, so a rotated Secret is
-// picked up; it resolves them once now so that a missing Secret fails the source at start.
-func (s *kafkaSource) saslMechanism(c *api.SASLConfig) (sasl.Mechanism, error) {
-	creds := func() (string, string, error) {
-		user, err := s.secret("sasl.userSecret", c.UserSecret)
-		if err != nil {
-			return "", "", err
-		}
-		pass, err := s.secret("sasl.passwordSecret", c.PasswordSecret)
-		return user, pass, err
-	}
-	if _, _, err := creds(); err != nil {
-		return nil, err
-	}
-	scramAuth := func(context.Context) (scram.Auth, error) {
-		u, p, err := creds()
-		return scram.Auth{User: u, Pass: p}, err
-	}
-	switch s.set.mechanism {
-	case "SCRAM-SHA-256":
-		return scram.Sha256(scramAuth), nil
-	case "SCRAM-SHA-512":
-		return scram.Sha512(scramAuth), nil
-	}
-	return plain.Plain(func(context.Context) (plain.Auth, error) {
-		u, p, err := creds()
-		return plain.Auth{User: u, Pass: p}, err
-	}), nil
 }

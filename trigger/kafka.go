@@ -16,11 +16,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/kevents/kevents/api"
+	"github.com/kevents/kevents/internal/kclient"
 	"github.com/kevents/kevents/internal/secrets"
 )
 
@@ -295,7 +293,7 @@ func (x *kafkaExecutor) client(r *KafkaRequest) (*kafkaClient, error) {
 		opts = append(opts, kgo.DialTLSConfig(cfg))
 	}
 	if r.SASL != nil {
-		m, err := x.saslMechanism(r.SASL)
+		m, err := kclient.SASL(x.secrets, "kafka.sasl", r.SASL.Mechanism, r.SASL)
 		if err != nil {
 			return nil, err
 		}
@@ -326,45 +324,4 @@ func kafkaFNV1a(b []byte) uint32 {
 	h := fnv.New32a()
 	_, _ = h.Write(b)
 	return h.Sum32()
-}
-
-// secret resolves a reference; the error names the reference, never a value.
-func (x *kafkaExecutor) secret(field string, s *api.SecretKeySelector) (string, error) {
-	v, err := x.secrets.Resolve(s.Name, s.Key)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
-	}
-	return v, nil
-}
-
-// saslMechanism resolves the user and password at each connection, so a rotated Secret is
-// picked up; it resolves them once now so that a missing Secret fails the command plainly.
-func (x *kafkaExecutor) saslMechanism(s *api.SASLConfig) (sasl.Mechanism, error) {
-	creds := func() (string, string, error) {
-		user, err := x.secret("kafka.sasl.userSecret", s.UserSecret)
-		if err != nil {
-			return "", "", err
-		}
-		pass, err := x.secret("kafka.sasl.passwordSecret", s.PasswordSecret)
-		return user, pass, err
-	}
-	if _, _, err := creds(); err != nil {
-		return nil, err
-	}
-	scramAuth := func(context.Context) (scram.Auth, error) {
-		u, p, err := creds()
-		return scram.Auth{User: u, Pass: p}, err
-	}
-	switch s.Mechanism {
-	case "PLAIN":
-		return plain.Plain(func(context.Context) (plain.Auth, error) {
-			u, p, err := creds()
-			return plain.Auth{User: u, Pass: p}, err
-		}), nil
-	case "SCRAM-SHA-256":
-		return scram.Sha256(scramAuth), nil
-	case "SCRAM-SHA-512":
-		return scram.Sha512(scramAuth), nil
-	}
-	return nil, fmt.Errorf("kafka.sasl.mechanism: %q; expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
 }
