@@ -406,13 +406,13 @@ type ConditionsResetByTime struct {
 type HTTPTrigger struct {
 	URL            string             `json:"url"`
 	Payload        []TriggerParameter `json:"payload,omitempty"`
-	TLS            Opaque             `json:"tls,omitempty"`
+	TLS            *TLSConfig         `json:"tls,omitempty"`
 	Method         string             `json:"method,omitempty"`
 	Parameters     []TriggerParameter `json:"parameters,omitempty"`
 	Timeout        int64              `json:"timeout,omitempty"`
-	BasicAuth      Opaque             `json:"basicAuth,omitempty"`
+	BasicAuth      *BasicAuth         `json:"basicAuth,omitempty"`
 	Headers        map[string]string  `json:"headers,omitempty"`
-	SecureHeaders  Opaque             `json:"secureHeaders,omitempty"`
+	SecureHeaders  []*SecureHeader    `json:"secureHeaders,omitempty"`
 	DynamicHeaders []TriggerParameter `json:"dynamicHeaders,omitempty"`
 	// Host overrides the request's Host header.
 	Host string `json:"host,omitempty"`

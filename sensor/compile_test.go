@@ -104,7 +104,7 @@ func TestCheck(t *testing.T) {
 		{name: "argoWorkflow trigger", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", ArgoWorkflow: json.RawMessage(`{}`)}}),
 			wantErr: []string{`trigger type "argoWorkflow"`}, notSupported: true},
 		{name: "http trigger with a ConfigMap secure header", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", HTTP: &api.HTTPTrigger{URL: "http://x",
-			SecureHeaders: json.RawMessage(`[{"name":"A","valueFrom":{"configMapKeyRef":{"name":"c","key":"k"}}}]`)}}}),
+			SecureHeaders: []*api.SecureHeader{{Name: "A", ValueFrom: &api.ValueFromSource{ConfigMapKeyRef: &api.ConfigMapKeySelector{Name: "c", Key: "k"}}}}}}}),
 			wantErr: []string{"configMapKeyRef"}, notSupported: true},
 		{name: "trigger with no type", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t"}}),
 			wantErr: []string{"no trigger type"}},

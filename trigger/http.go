@@ -63,7 +63,7 @@ func newHTTPTransport() *http.Transport {
 }
 
 func checkHTTP(t *api.TriggerTemplate) error {
-	_, err := decodeHTTPSecurity(t.HTTP)
+	_, err := checkHTTPSecurity(t.HTTP)
 	return err
 }
 
@@ -74,26 +74,10 @@ type httpSecurity struct {
 	secureHeaders []*api.SecureHeader
 }
 
-// decodeHTTPSecurity reads tls, basicAuth and secureHeaders, which api.HTTPTrigger holds as raw
-// JSON, and validates them: unknown fields are refused, as the loader does for typed fields.
-func decodeHTTPSecurity(h *api.HTTPTrigger) (httpSecurity, error) {
-	var s httpSecurity
-	for _, f := range []struct {
-		name string
-		raw  json.RawMessage
-		into any
-	}{
-		{"tls", h.TLS, &s.tls}, {"basicAuth", h.BasicAuth, &s.basicAuth}, {"secureHeaders", h.SecureHeaders, &s.secureHeaders},
-	} {
-		if len(bytes.TrimSpace(f.raw)) == 0 {
-			continue
-		}
-		d := json.NewDecoder(bytes.NewReader(f.raw))
-		d.DisallowUnknownFields()
-		if err := d.Decode(f.into); err != nil {
-			return httpSecurity{}, fmt.Errorf("http.%s: %w", f.name, err)
-		}
-	}
+// checkHTTPSecurity validates tls, basicAuth and secureHeaders (every reference has a name and
+// key; Secrets, not ConfigMaps) and returns them.
+func checkHTTPSecurity(h *api.HTTPTrigger) (httpSecurity, error) {
+	s := httpSecurity{tls: h.TLS, basicAuth: h.BasicAuth, secureHeaders: h.SecureHeaders}
 	if s.tls != nil {
 		if err := checkTLSConfig("http.tls", s.tls); err != nil {
 			return httpSecurity{}, err
@@ -189,7 +173,7 @@ func renderHTTP(in RenderInput) (json.RawMessage, error) {
 		return nil, fmt.Errorf("http.url: %q; expected an absolute http or https URL", h.URL)
 	}
 	// Again after the parameters, which may have rewritten the references.
-	sec, err := decodeHTTPSecurity(&h)
+	sec, err := checkHTTPSecurity(&h)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -438,9 +439,9 @@ func TestHTTPHost(t *testing.T) {
 func TestCheckHTTP(t *testing.T) {
 	// tls, basicAuth and secureHeaders are supported; http_auth_test.go checks their shapes.
 	for field, h := range map[string]*api.HTTPTrigger{
-		"tls":           {URL: "https://x", TLS: json.RawMessage(`{"insecureSkipVerify": true}`)},
-		"basicAuth":     {URL: "https://x", BasicAuth: json.RawMessage(`{"username": {"name": "s", "key": "u"}}`)},
-		"secureHeaders": {URL: "https://x", SecureHeaders: json.RawMessage(`[{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "s", "key": "t"}}}]`)},
+		"tls":           {URL: "https://x", TLS: fromJSON[*api.TLSConfig](`{"insecureSkipVerify": true}`)},
+		"basicAuth":     {URL: "https://x", BasicAuth: fromJSON[*api.BasicAuth](`{"username": {"name": "s", "key": "u"}}`)},
+		"secureHeaders": {URL: "https://x", SecureHeaders: fromJSON[[]*api.SecureHeader](`[{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "s", "key": "t"}}}]`)},
 	} {
 		if err := Check(&api.TriggerTemplate{Name: "t", HTTP: h}); err != nil {
 			t.Errorf("%s: Check = %v; want nil", field, err)
@@ -474,4 +475,13 @@ func TestRegistry(t *testing.T) {
 		}
 	}()
 	Register("http", Spec{}, nil)
+}
+
+// fromJSON decodes a test value written as JSON, as a definition would hold it.
+func fromJSON[T any](s string) T {
+	var v T
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		panic(fmt.Sprintf("test JSON %s: %v", s, err))
+	}
+	return v
 }
