@@ -342,15 +342,21 @@ type githubHook struct {
 
 // githubHooks keeps the hooks of one github event.
 type githubHooks struct {
-	api    *gitHookAPI
-	base   string // API base URL, with a trailing slash
-	hook   githubHook
-	url    string // the hook's target URL: webhook.url + webhook.endpoint
-	events []string
-	repos  []api.OwnedRepositories
-	orgs   []string
-	ids    map[string]int64 // hooks path (repos/o/n/hooks, orgs/o/hooks) → hook id
+	hookSet // base: the API base URL, with a trailing slash
+	hook    githubHook
+	url     string // the hook's target URL: webhook.url + webhook.endpoint
+	events  []string
+	repos   []api.OwnedRepositories
+	orgs    []string
 }
+
+// ensure finds or creates the hook on every repository or organization, as Argo does: a hook
+// with the same URL and the same events (or both "*") is reused.
+func (h *githubHooks) ensure(ctx context.Context) error {
+	return h.ensureAll(ctx, h.paths(), h.ensureOne)
+}
+
+func (h *githubHooks) remove(ctx context.Context) error { return h.removeAll(ctx, h.paths()) }
 
 func newGithubHooks(b Build, cfg api.GithubEventSource, hookSecret string) (Source, error) {
 	base := githubDefaultAPI
@@ -395,14 +401,12 @@ func newGithubHooks(b Build, cfg api.GithubEventSource, hookSecret string) (Sour
 		config["secret"] = hookSecret
 	}
 	h := &githubHooks{
-		api:    a,
-		base:   base,
-		hook:   githubHook{Name: "web", Events: cfg.Events, Active: cfg.Active, Config: config},
-		url:    gitHookURL(cfg.Webhook),
-		events: cfg.Events,
-		repos:  githubRepositories(cfg),
-		orgs:   cfg.Organizations,
-		ids:    map[string]int64{},
+		hookSet: hookSet{api: a, kind: "github", base: base, ids: map[string]int64{}},
+		hook:    githubHook{Name: "web", Events: cfg.Events, Active: cfg.Active, Config: config},
+		url:     gitHookURL(cfg.Webhook),
+		events:  cfg.Events,
+		repos:   githubRepositories(cfg),
+		orgs:    cfg.Organizations,
 	}
 	return newGitHookManager(b, "github", h.ensure, h.remove, cfg.DeleteHookOnFinish), nil
 }
@@ -419,24 +423,6 @@ func (h *githubHooks) paths() []string {
 		}
 	}
 	return out
-}
-
-// ensure finds or creates the hook on every repository or organization, as Argo does: a hook
-// with the same URL and the same events (or both "*") is reused.
-func (h *githubHooks) ensure(ctx context.Context) error {
-	var errs []error
-	for _, p := range h.paths() {
-		id, created, err := h.ensureOne(ctx, p)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if created || h.ids[p] != id {
-			h.api.log.Info("github: hook in place", "hooks", p, "id", id, "created", created)
-		}
-		h.ids[p] = id
-	}
-	return errors.Join(errs...)
 }
 
 func (h *githubHooks) ensureOne(ctx context.Context, p string) (id int64, created bool, err error) {
@@ -470,23 +456,6 @@ func githubSameHook(hk githubHook, target string, events []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b) || (slices.Contains(a, "*") && slices.Contains(b, "*"))
-}
-
-func (h *githubHooks) remove(ctx context.Context) error {
-	var errs []error
-	for _, p := range h.paths() {
-		id, ok := h.ids[p]
-		if !ok {
-			continue
-		}
-		if err := h.api.do(ctx, http.MethodDelete, h.base+p+"/"+strconv.FormatInt(id, 10), nil, nil); err != nil {
-			errs = append(errs, fmt.Errorf("delete hook %d: %w", id, err))
-			continue
-		}
-		delete(h.ids, p)
-		h.api.log.Info("github: hook deleted", "hooks", p, "id", id)
-	}
-	return errors.Join(errs...)
 }
 
 // githubAppAuth authenticates as a GitHub App installation: a JWT signed with the App's
@@ -940,4 +909,49 @@ func (m *gitHookManager) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// hookSet is what the github and gitlab hook managers share: the hook id per hooks collection
+// (repos/o/n/hooks, projects/x/hooks, ...) and the loops over the collections.
+type hookSet struct {
+	api  *gitHookAPI
+	kind string // "github", "gitlab": prefixes log messages
+	base string // API base URL
+	ids  map[string]int64
+}
+
+// ensureAll runs ensureOne for every hooks collection and remembers the hook ids; a collection
+// that fails does not stop the others.
+func (s *hookSet) ensureAll(ctx context.Context, paths []string, ensureOne func(context.Context, string) (int64, bool, error)) error {
+	var errs []error
+	for _, p := range paths {
+		id, created, err := ensureOne(ctx, p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if created || s.ids[p] != id {
+			s.api.log.Info(s.kind+": hook in place", "hooks", p, "id", id, "created", created)
+		}
+		s.ids[p] = id
+	}
+	return errors.Join(errs...)
+}
+
+// removeAll deletes the hooks this source found or created.
+func (s *hookSet) removeAll(ctx context.Context, paths []string) error {
+	var errs []error
+	for _, p := range paths {
+		id, ok := s.ids[p]
+		if !ok {
+			continue
+		}
+		if err := s.api.do(ctx, http.MethodDelete, s.base+p+"/"+strconv.FormatInt(id, 10), nil, nil); err != nil {
+			errs = append(errs, fmt.Errorf("delete hook %d: %w", id, err))
+			continue
+		}
+		delete(s.ids, p)
+		s.api.log.Info(s.kind+": hook deleted", "hooks", p, "id", id)
+	}
+	return errors.Join(errs...)
 }

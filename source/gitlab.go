@@ -210,14 +210,20 @@ type gitlabHook struct {
 }
 
 type gitlabHooks struct {
-	api      *gitHookAPI
-	base     string         // API base URL ending in api/v4/
+	hookSet                 // base: the API base URL ending in api/v4/
 	hook     map[string]any // the hook to create
 	url      string
 	projects []string
 	groups   []string
-	ids      map[string]int64 // hooks path (projects/x/hooks, groups/x/hooks) → hook id
 }
+
+// ensure finds or creates the hook on every group and project, as Argo does: a hook with the
+// same URL is reused.
+func (h *gitlabHooks) ensure(ctx context.Context) error {
+	return h.ensureAll(ctx, h.paths(), h.ensureOne)
+}
+
+func (h *gitlabHooks) remove(ctx context.Context) error { return h.removeAll(ctx, h.paths()) }
 
 // gitlabAPIBase is go-gitlab's setBaseURL: a trailing slash, then api/v4/ unless the URL
 // already ends with it.
@@ -256,13 +262,11 @@ func newGitlabHooks(b Build, cfg api.GitlabEventSource, secretToken string) (Sou
 		hook["token"] = secretToken
 	}
 	h := &gitlabHooks{
-		api:      a,
-		base:     gitlabAPIBase(cfg.GitlabBaseURL),
+		hookSet:  hookSet{api: a, kind: "gitlab", base: gitlabAPIBase(cfg.GitlabBaseURL), ids: map[string]int64{}},
 		hook:     hook,
 		url:      u,
 		projects: gitlabProjects(cfg),
 		groups:   cfg.Groups,
-		ids:      map[string]int64{},
 	}
 	return newGitHookManager(b, "gitlab", h.ensure, h.remove, cfg.DeleteHookOnFinish), nil
 }
@@ -278,24 +282,6 @@ func (h *gitlabHooks) paths() []string {
 		out = append(out, "projects/"+neturl.PathEscape(p)+"/hooks")
 	}
 	return out
-}
-
-// ensure finds or creates the hook on every group and project, as Argo does: a hook with the
-// same URL is reused.
-func (h *gitlabHooks) ensure(ctx context.Context) error {
-	var errs []error
-	for _, p := range h.paths() {
-		id, created, err := h.ensureOne(ctx, p)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if created || h.ids[p] != id {
-			h.api.log.Info("gitlab: hook in place", "hooks", p, "id", id, "created", created)
-		}
-		h.ids[p] = id
-	}
-	return errors.Join(errs...)
 }
 
 func (h *gitlabHooks) ensureOne(ctx context.Context, p string) (id int64, created bool, err error) {
@@ -318,21 +304,4 @@ func (h *gitlabHooks) ensureOne(ctx context.Context, p string) (id int64, create
 		return 0, false, fmt.Errorf("create hook: %w", err)
 	}
 	return out.ID, true, nil
-}
-
-func (h *gitlabHooks) remove(ctx context.Context) error {
-	var errs []error
-	for _, p := range h.paths() {
-		id, ok := h.ids[p]
-		if !ok {
-			continue
-		}
-		if err := h.api.do(ctx, http.MethodDelete, h.base+p+"/"+strconv.FormatInt(id, 10), nil, nil); err != nil {
-			errs = append(errs, fmt.Errorf("delete hook %d: %w", id, err))
-			continue
-		}
-		delete(h.ids, p)
-		h.api.log.Info("gitlab: hook deleted", "hooks", p, "id", id)
-	}
-	return errors.Join(errs...)
 }
