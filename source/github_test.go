@@ -39,19 +39,6 @@ const (
 	ghAPIToken = "ghp_API-token-abcdefghijklmnop"
 )
 
-// ghSecrets resolves the given secrets (name/key → value) from a fake environment only.
-func ghSecrets(vals map[string]string) secrets.Resolver {
-	env := map[string]string{}
-	for k, v := range vals {
-		name, key, _ := strings.Cut(k, "/")
-		env[secrets.EnvName(name, key)] = v
-	}
-	return secrets.Resolver{LookupEnv: func(k string) (string, bool) {
-		v, ok := env[k]
-		return v, ok
-	}}
-}
-
 // ghYAML is an EventSource with one github event; fields are the event's fields, indented by 6
 // spaces.
 func ghYAML(name, event string, fields string) string {
@@ -131,26 +118,8 @@ func ghRecordHolds(r *kgo.Record, s string) bool {
 	return bytes.Contains(bytes.Join(all, []byte{0}), []byte(s))
 }
 
-// ghLog collects log output for checks.
-type ghLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *ghLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *ghLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func ghCaptureLog(h *harness) *ghLog {
-	l := &ghLog{}
+func ghCaptureLog(h *harness) *syncBuffer {
+	l := &syncBuffer{}
 	h.env.Logger = slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return l
 }
@@ -198,7 +167,7 @@ func ghEventually(t *testing.T, what string, cond func() bool) {
 
 func TestGithubPublishesCloudEvent(t *testing.T) {
 	port := freePort(t)
-	h := newHarness(t, []string{"gh"}, withSecrets(ghSecrets(map[string]string{"github/secret": ghSecret})))
+	h := newHarness(t, []string{"gh"}, withSecrets(mapSecrets(map[string]string{"github/secret": ghSecret})))
 	h.run(parseEventSources(t, ghYAML("gh", "push", ghFields(port, ghSecretField+`      events: [push]
       metadata:
         team: platform
@@ -275,7 +244,7 @@ func TestGithubPublishesCloudEvent(t *testing.T) {
 
 func TestGithubSignatures(t *testing.T) {
 	port := freePort(t)
-	h := newHarness(t, []string{"gh"}, withSecrets(ghSecrets(map[string]string{"github/secret": ghSecret})))
+	h := newHarness(t, []string{"gh"}, withSecrets(mapSecrets(map[string]string{"github/secret": ghSecret})))
 	h.run(parseEventSources(t, ghYAML("gh", "push", ghFields(port, ghSecretField))))
 	topic := "kevents.src.default.gh"
 	body := []byte(`{"ref":"refs/heads/main"}`)
@@ -363,7 +332,7 @@ func TestGithubUnsigned(t *testing.T) {
 
 func TestGithubContentTypes(t *testing.T) {
 	port := freePort(t)
-	h := newHarness(t, []string{"gh"}, withSecrets(ghSecrets(map[string]string{"github/secret": ghSecret})))
+	h := newHarness(t, []string{"gh"}, withSecrets(mapSecrets(map[string]string{"github/secret": ghSecret})))
 	h.run(parseEventSources(t, ghYAML("gh", "push", ghFields(port, ghSecretField+"      contentType: form\n"))))
 	topic := "kevents.src.default.gh"
 
@@ -419,7 +388,7 @@ func TestGithubContentTypes(t *testing.T) {
 
 func TestGithubEventsFilterAndPing(t *testing.T) {
 	port := freePort(t)
-	h := newHarness(t, []string{"gh"}, withSecrets(ghSecrets(map[string]string{"github/secret": ghSecret})))
+	h := newHarness(t, []string{"gh"}, withSecrets(mapSecrets(map[string]string{"github/secret": ghSecret})))
 	h.run(parseEventSources(t, ghYAML("gh", "push", ghFields(port, ghSecretField+"      events: [push, pull_request]\n"))))
 	topic := "kevents.src.default.gh"
 	body := []byte(`{"zen":"Design for failure.","hook_id":1}`)
@@ -477,7 +446,7 @@ func TestGithubEventsStarAndPingListed(t *testing.T) {
 func TestGithubKafkaUnreachable(t *testing.T) {
 	port := freePort(t)
 	h := newHarness(t, []string{"gh"}, withPublishTimeout(time.Second), withDeadBroker(),
-		withSecrets(ghSecrets(map[string]string{"github/secret": ghSecret})))
+		withSecrets(mapSecrets(map[string]string{"github/secret": ghSecret})))
 	h.run(parseEventSources(t, ghYAML("gh", "push", ghFields(port, ghSecretField))))
 	body := []byte(`{"ref":"refs/heads/main"}`)
 	req := ghHeaders("push", "retry-me", body, ghSecret)
@@ -499,7 +468,7 @@ func TestGithubKafkaUnreachable(t *testing.T) {
 func TestGithubEndpointRefusals(t *testing.T) {
 	port := freePort(t)
 	const bearer = "bearer-T0KEN-for-the-endpoint"
-	h := newHarness(t, []string{"gh"}, withSecrets(ghSecrets(map[string]string{"hook-auth/token": bearer})))
+	h := newHarness(t, []string{"gh"}, withSecrets(mapSecrets(map[string]string{"hook-auth/token": bearer})))
 	h.run(parseEventSources(t, ghYAML("gh", "push", fmt.Sprintf(`      webhook:
         port: "%d"
         endpoint: /push
@@ -556,7 +525,7 @@ func TestGithubSecretUnresolved(t *testing.T) {
 	if !strings.Contains(err.Error(), "webhookSecret") || !strings.Contains(err.Error(), "push") {
 		t.Errorf("error %q does not name the event and field", err)
 	}
-	h2 := newHarness(t, []string{"gh"}, withSecrets(ghSecrets(map[string]string{"github/secret": ""})))
+	h2 := newHarness(t, []string{"gh"}, withSecrets(mapSecrets(map[string]string{"github/secret": ""})))
 	if _, err := Run(context.Background(), h2.env, parseEventSources(t, ghYAML("gh", "push", ghFields(freePort(t), ghSecretField)))); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("Run with an empty webhook secret: %v, want an error saying it is empty", err)
 	}
@@ -811,7 +780,7 @@ func TestGithubHooksWithAPIToken(t *testing.T) {
 	f.failMsg = fmt.Sprintf(`{"message":"Validation Failed for secret %s with token %s"}`, ghSecret, ghAPIToken)
 
 	port := freePort(t)
-	h := newHarness(t, []string{"gh"}, withSecrets(ghSecrets(map[string]string{"github/secret": ghSecret, "github/token": ghAPIToken})))
+	h := newHarness(t, []string{"gh"}, withSecrets(mapSecrets(map[string]string{"github/secret": ghSecret, "github/token": ghAPIToken})))
 	logs := ghCaptureLog(h)
 	stop := ghStart(t, h, parseEventSources(t, ghYAML("gh", "push", ghHookFields(port, f.srv.URL, `      repositories:
         - owner: argoproj
@@ -879,7 +848,7 @@ func TestGithubHooksOrganizationsKept(t *testing.T) {
 	ghFastHooks(t)
 	f := newGHFakeAPI(t, "token "+ghAPIToken)
 	port := freePort(t)
-	h := newHarness(t, []string{"gh"}, withSecrets(ghSecrets(map[string]string{"github/secret": ghSecret, "github/token": ghAPIToken})))
+	h := newHarness(t, []string{"gh"}, withSecrets(mapSecrets(map[string]string{"github/secret": ghSecret, "github/token": ghAPIToken})))
 	stop := ghStart(t, h, parseEventSources(t, ghYAML("gh", "push", ghHookFields(port, f.srv.URL, `      organizations: [argoproj, kevents]
       insecure: true
       apiToken:
@@ -928,7 +897,7 @@ func TestGithubHooksWithApp(t *testing.T) {
 	f.appKey, f.appID, f.appInstall, f.appToken = &key.PublicKey, "4242", "777", instToken
 
 	port := freePort(t)
-	h := newHarness(t, []string{"gh"}, withSecrets(ghSecrets(map[string]string{"github/secret": ghSecret, "github-app/pem": pemKey})))
+	h := newHarness(t, []string{"gh"}, withSecrets(mapSecrets(map[string]string{"github/secret": ghSecret, "github-app/pem": pemKey})))
 	logs := ghCaptureLog(h)
 	stop := ghStart(t, h, parseEventSources(t, ghYAML("gh", "push", ghHookFields(port, f.srv.URL, `      repositories:
         - owner: kevents
@@ -977,7 +946,7 @@ func TestGithubHooksNotWithoutURL(t *testing.T) {
 func TestGithubAppKeyErrors(t *testing.T) {
 	port := freePort(t)
 	const notAKey = "-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END RSA PRIVATE KEY-----\n"
-	h := newHarness(t, []string{"gh"}, withSecrets(ghSecrets(map[string]string{"github/secret": ghSecret, "github-app/pem": notAKey})))
+	h := newHarness(t, []string{"gh"}, withSecrets(mapSecrets(map[string]string{"github/secret": ghSecret, "github-app/pem": notAKey})))
 	_, err := Run(context.Background(), h.env, parseEventSources(t, ghYAML("gh", "push", ghHookFields(port, "https://ghe.example.com", `      organizations: [o]
       githubApp:
         appID: 1

@@ -76,7 +76,7 @@ func glHeaders(event, key, token string) map[string]string {
 
 func TestGitlabPublishesCloudEvent(t *testing.T) {
 	port := freePort(t)
-	h := newHarness(t, []string{"gl"}, withSecrets(ghSecrets(map[string]string{"gitlab/secret": glSecretToken})))
+	h := newHarness(t, []string{"gl"}, withSecrets(mapSecrets(map[string]string{"gitlab/secret": glSecretToken})))
 	h.run(parseEventSources(t, glYAML("gl", "push", glFields(port, glSecretField+`      events: [PushEvents]
       metadata:
         team: platform
@@ -149,7 +149,7 @@ func TestGitlabPublishesCloudEvent(t *testing.T) {
 
 func TestGitlabSecretToken(t *testing.T) {
 	port := freePort(t)
-	h := newHarness(t, []string{"gl"}, withSecrets(ghSecrets(map[string]string{"gitlab/secret": glSecretToken})))
+	h := newHarness(t, []string{"gl"}, withSecrets(mapSecrets(map[string]string{"gitlab/secret": glSecretToken})))
 	h.run(parseEventSources(t, glYAML("gl", "push", glFields(port, glSecretField+"      events: [PushEvents]\n"))))
 	topic := "kevents.src.default.gl"
 	body := []byte(`{"object_kind":"push"}`)
@@ -402,7 +402,7 @@ func TestGitlabHooks(t *testing.T) {
 	f.hooks["/api/v4/groups/platform/hooks"] = []gitlabHook{{ID: 5, URL: "https://other.example.com/x"}, {ID: 6, URL: "https://kevents.example.com/gitlab"}}
 
 	port := freePort(t)
-	h := newHarness(t, []string{"gl"}, withSecrets(ghSecrets(map[string]string{"gitlab/access": glAccessToken, "gitlab/secret": glSecretToken})))
+	h := newHarness(t, []string{"gl"}, withSecrets(mapSecrets(map[string]string{"gitlab/access": glAccessToken, "gitlab/secret": glSecretToken})))
 	logs := ghCaptureLog(h)
 	stop := ghStart(t, h, parseEventSources(t, glYAML("gl", "push", fmt.Sprintf(`      webhook:
         port: "%d"

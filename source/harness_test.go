@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -303,4 +304,62 @@ spec:
       endpoint: %s
       method: POST
 %s`, name, event, port, endpoint, strings.TrimRight(extra, "\n")+"\n")
+}
+
+// mapSecrets resolves Secrets from a map keyed "name/key", through the environment lookup only.
+func mapSecrets(values map[string]string) secrets.Resolver {
+	env := map[string]string{}
+	for k, v := range values {
+		name, key, _ := strings.Cut(k, "/")
+		env[secrets.EnvName(name, key)] = v
+	}
+	return secrets.Resolver{LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
+}
+
+// syncBuffer is an io.Writer safe for concurrent use, for logs a test reads back.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// runSources starts source.Run with env and returns a function that stops it (also called at
+// cleanup) and checks that it stopped cleanly.
+func runSources(t *testing.T, env *Env, sources []*api.EventSource) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	wait, err := Run(ctx, env, sources)
+	if err != nil {
+		cancel()
+		t.Fatalf("Run: %v", err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			done := make(chan error, 1)
+			go func() { done <- wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("wait: %v", err)
+				}
+			case <-time.After(2*env.PublishTimeout + 10*time.Second):
+				t.Error("Run did not stop after its context ended")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }

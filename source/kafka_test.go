@@ -1,7 +1,6 @@
 package source
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -116,36 +115,6 @@ func kafkaSrcWaitCommitted(t *testing.T, cl *kgo.Client, group, topic string, wa
 	})
 }
 
-// kafkaSrcRun starts source.Run with env; stop (also run at cleanup) stops it and checks that
-// it stopped cleanly.
-func kafkaSrcRun(t *testing.T, env *Env, sources []*api.EventSource) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	wait, err := Run(ctx, env, sources)
-	if err != nil {
-		cancel()
-		t.Fatalf("Run: %v", err)
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			done := make(chan error, 1)
-			go func() { done <- wait() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("wait: %v", err)
-				}
-			case <-time.After(env.PublishTimeout + 10*time.Second):
-				t.Error("Run did not stop after its context ended")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 // kafkaSrcWaitEvents waits until the bus topic holds n records and returns them.
 func kafkaSrcWaitEvents(t *testing.T, h *harness, topic string, n int) []*kgo.Record {
 	t.Helper()
@@ -166,33 +135,6 @@ spec:
 %s`, event, strings.TrimRight(fields, "\n")+"\n")
 }
 
-func kafkaSrcSecrets(values map[string]string) secrets.Resolver {
-	env := map[string]string{}
-	for k, v := range values {
-		name, key, _ := strings.Cut(k, "/")
-		env[secrets.EnvName(name, key)] = v
-	}
-	return secrets.Resolver{LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
-}
-
-// kafkaSrcLog is a concurrency-safe log buffer.
-type kafkaSrcLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *kafkaSrcLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *kafkaSrcLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 const kafkaSrcBusTopic = "kevents.src.default.kafka"
 
 // TestKafkaSourceEvent: records of the user's topic arrive as CloudEvents shaped as Argo's, with
@@ -203,7 +145,7 @@ func TestKafkaSourceEvent(t *testing.T) {
 	in := kafkaSrcClient(t, user)
 	h := newHarness(t, []string{"kafka"})
 	addr := user.ListenAddrs()[0]
-	kafkaSrcRun(t, h.env, parseEventSources(t, kafkaSrcYAML("example", fmt.Sprintf(`      url: %s
+	runSources(t, h.env, parseEventSources(t, kafkaSrcYAML("example", fmt.Sprintf(`      url: %s
       topic: orders
       partition: "0"
       jsonBody: true
@@ -277,7 +219,7 @@ func TestKafkaSourceOldestBinaryBody(t *testing.T) {
 	)
 	h := newHarness(t, []string{"kafka"})
 	start := time.Now()
-	kafkaSrcRun(t, h.env, parseEventSources(t, kafkaSrcYAML("raw", fmt.Sprintf(`      url: %s
+	runSources(t, h.env, parseEventSources(t, kafkaSrcYAML("raw", fmt.Sprintf(`      url: %s
       topic: raw
       limitEventsPerSecond: 10
       consumerGroup:
@@ -321,7 +263,7 @@ func TestKafkaSourceCommitsOnlyAfterBusAck(t *testing.T) {
 `, user.ListenAddrs()[0]))
 
 	dead := newHarness(t, []string{"kafka"}, withDeadBroker(), withPublishTimeout(300*time.Millisecond))
-	stop := kafkaSrcRun(t, dead.env, parseEventSources(t, yaml))
+	stop := runSources(t, dead.env, parseEventSources(t, yaml))
 	kafkaSrcWaitCommitted(t, in, group, "orders", map[int32]int64{0: 0})
 	for i := range 3 {
 		kafkaSrcProduce(t, in, &kgo.Record{Topic: "orders", Value: []byte(fmt.Sprintf(`{"n":%d}`, i))})
@@ -342,7 +284,7 @@ func TestKafkaSourceCommitsOnlyAfterBusAck(t *testing.T) {
 	}
 
 	h := newHarness(t, []string{"kafka"})
-	kafkaSrcRun(t, h.env, parseEventSources(t, yaml))
+	runSources(t, h.env, parseEventSources(t, yaml))
 	recs := kafkaSrcWaitEvents(t, h, kafkaSrcBusTopic, 3)
 	for i, r := range recs {
 		e := decode(t, r)
@@ -405,7 +347,7 @@ func TestKafkaSourceGroupSplitsPartitions(t *testing.T) {
 		env := *h.env
 		env.Publisher = rec
 		members = append(members, rec)
-		kafkaSrcRun(t, &env, parseEventSources(t, yaml))
+		runSources(t, &env, parseEventSources(t, yaml))
 	}
 	adm := kadm.NewClient(in)
 	kafkaSrcEventually(t, 30*time.Second, "a stable group of 2 members", func() bool {
@@ -477,10 +419,10 @@ func TestKafkaSourceSASL(t *testing.T) {
 
 			t.Run("wrong password", func(t *testing.T) {
 				const wrong = "wr0ng-Pa55w0rd"
-				h := newHarness(t, []string{"kafka"}, withSecrets(kafkaSrcSecrets(map[string]string{"kafka-auth/user": "user", "kafka-auth/password": wrong})))
-				var logs kafkaSrcLog
+				h := newHarness(t, []string{"kafka"}, withSecrets(mapSecrets(map[string]string{"kafka-auth/user": "user", "kafka-auth/password": wrong})))
+				var logs syncBuffer
 				h.env.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-				stop := kafkaSrcRun(t, h.env, parseEventSources(t, yaml))
+				stop := runSources(t, h.env, parseEventSources(t, yaml))
 				kafkaSrcEventually(t, 10*time.Second, "a connection error in the log", func() bool {
 					return strings.Contains(logs.String(), "cannot connect")
 				})
@@ -493,10 +435,10 @@ func TestKafkaSourceSASL(t *testing.T) {
 				}
 			})
 
-			h := newHarness(t, []string{"kafka"}, withSecrets(kafkaSrcSecrets(map[string]string{"kafka-auth/user": "user", "kafka-auth/password": password})))
-			var logs kafkaSrcLog
+			h := newHarness(t, []string{"kafka"}, withSecrets(mapSecrets(map[string]string{"kafka-auth/user": "user", "kafka-auth/password": password})))
+			var logs syncBuffer
 			h.env.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-			kafkaSrcRun(t, h.env, parseEventSources(t, yaml))
+			runSources(t, h.env, parseEventSources(t, yaml))
 			t.Cleanup(func() {
 				if t.Failed() {
 					t.Logf("source log:\n%s", logs.String())
@@ -516,7 +458,7 @@ func TestKafkaSourceSASL(t *testing.T) {
 	}
 
 	t.Run("missing secret", func(t *testing.T) {
-		h := newHarness(t, []string{"kafka"}, withSecrets(kafkaSrcSecrets(map[string]string{"kafka-auth/user": "user"})))
+		h := newHarness(t, []string{"kafka"}, withSecrets(mapSecrets(map[string]string{"kafka-auth/user": "user"})))
 		_, err := Run(context.Background(), h.env, parseEventSources(t, kafkaSrcYAML("example", `      url: 127.0.0.1:1
       topic: orders
       partition: "0"
@@ -590,13 +532,13 @@ func TestKafkaSourceTLS(t *testing.T) {
       tls:
 %s`, user.ListenAddrs()[0], tlsFields))
 	}
-	secretValues := kafkaSrcSecrets(map[string]string{"kafka-tls/ca.crt": string(caPEM), "kafka-tls/tls.crt": string(cliPEM), "kafka-tls/tls.key": string(cliKeyPEM)})
+	secretValues := mapSecrets(map[string]string{"kafka-tls/ca.crt": string(caPEM), "kafka-tls/tls.crt": string(cliPEM), "kafka-tls/tls.key": string(cliKeyPEM)})
 
 	t.Run("unknown CA", func(t *testing.T) {
 		h := newHarness(t, []string{"kafka"}, withSecrets(secretValues))
-		var logs kafkaSrcLog
+		var logs syncBuffer
 		h.env.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-		stop := kafkaSrcRun(t, h.env, parseEventSources(t, yaml("untrusted", `        clientCertSecret: {name: kafka-tls, key: tls.crt}
+		stop := runSources(t, h.env, parseEventSources(t, yaml("untrusted", `        clientCertSecret: {name: kafka-tls, key: tls.crt}
         clientKeySecret: {name: kafka-tls, key: tls.key}
 `)))
 		kafkaSrcEventually(t, 10*time.Second, "a certificate error in the log", func() bool {
@@ -609,7 +551,7 @@ func TestKafkaSourceTLS(t *testing.T) {
 	})
 
 	h := newHarness(t, []string{"kafka"}, withSecrets(secretValues))
-	kafkaSrcRun(t, h.env, parseEventSources(t, yaml("example", `        caCertSecret: {name: kafka-tls, key: ca.crt}
+	runSources(t, h.env, parseEventSources(t, yaml("example", `        caCertSecret: {name: kafka-tls, key: ca.crt}
         clientCertSecret: {name: kafka-tls, key: tls.crt}
         clientKeySecret: {name: kafka-tls, key: tls.key}
 `)))

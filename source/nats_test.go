@@ -19,7 +19,6 @@ import (
 	"net"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,7 +29,6 @@ import (
 
 	"github.com/kevents/kevents/api"
 	"github.com/kevents/kevents/internal/metrics"
-	"github.com/kevents/kevents/internal/secrets"
 )
 
 // natsTestServer runs an in-process NATS server on a free port (or opts.Port) until the test
@@ -97,36 +95,6 @@ func natsWaitSubscribed(t *testing.T, s *natsserver.Server, subject string, n in
 	}
 }
 
-// natsStart runs source.Run for one member and returns a function that stops it (also called
-// at cleanup) and checks that it stopped cleanly.
-func natsStart(t *testing.T, env *Env, sources []*api.EventSource) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	wait, err := Run(ctx, env, sources)
-	if err != nil {
-		cancel()
-		t.Fatalf("Run: %v", err)
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			done := make(chan error, 1)
-			go func() { done <- wait() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("wait: %v", err)
-				}
-			case <-time.After(2*env.PublishTimeout + 10*time.Second):
-				t.Error("Run did not stop after its context ended")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 // member is a second kevents member on the same Kafka cluster: its own Env (and metrics) and
 // the same producer.
 func (h *harness) member() *harness {
@@ -167,36 +135,8 @@ func (h *harness) waitRecords(topic string, want int64) {
 	}
 }
 
-// natsSecrets resolves Secrets from a map keyed "name/key".
-func natsSecrets(m map[string]string) secrets.Resolver {
-	env := map[string]string{}
-	for k, v := range m {
-		name, key, _ := strings.Cut(k, "/")
-		env[secrets.EnvName(name, key)] = v
-	}
-	return secrets.Resolver{LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
-}
-
-// natsLogs collects the logs of a source, safe for concurrent writes.
-type natsLogs struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *natsLogs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *natsLogs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (h *harness) captureLogs() *natsLogs {
-	l := &natsLogs{}
+func (h *harness) captureLogs() *syncBuffer {
+	l := &syncBuffer{}
 	h.env.Logger = slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return l
 }
@@ -243,7 +183,7 @@ func natsEventData(t *testing.T, data []byte) (struct {
 func TestNATSPublishesCloudEvent(t *testing.T) {
 	s := natsTestServer(t, natsserver.Options{})
 	h := newHarness(t, []string{"nats-es"})
-	natsStart(t, h.env, parseEventSources(t, natsYAML("nats-es", "orders", s.ClientURL(), "orders.*", `      jsonBody: true
+	runSources(t, h.env, parseEventSources(t, natsYAML("nats-es", "orders", s.ClientURL(), "orders.*", `      jsonBody: true
       metadata:
         team: payments
 `)))
@@ -309,7 +249,7 @@ func TestNATSPublishesCloudEvent(t *testing.T) {
 func TestNATSBodyEncoding(t *testing.T) {
 	s := natsTestServer(t, natsserver.Options{})
 	h := newHarness(t, []string{"raw", "js"})
-	natsStart(t, h.env, append(
+	runSources(t, h.env, append(
 		parseEventSources(t, natsYAML("raw", "bytes", s.ClientURL(), "raw", "")),
 		parseEventSources(t, natsYAML("js", "json", s.ClientURL(), "json", "      jsonBody: true\n"))...))
 	natsWaitSubscribed(t, s, "raw", 1)
@@ -370,8 +310,8 @@ func TestNATSQueueGroup(t *testing.T) {
 			m2 := h.member()
 			subject := "work." + strings.ReplaceAll(tc.name, " ", "-")
 			yaml := natsYAML("shared", "work", s.ClientURL(), subject, tc.extra)
-			natsStart(t, h.env, parseEventSources(t, yaml))
-			natsStart(t, m2.env, parseEventSources(t, yaml))
+			runSources(t, h.env, parseEventSources(t, yaml))
+			runSources(t, m2.env, parseEventSources(t, yaml))
 			natsWaitSubscribed(t, s, subject, 2)
 			nc := natsTestConn(t, s)
 			for i := range n {
@@ -438,7 +378,7 @@ func TestNATSJetStreamAckAfterKafka(t *testing.T) {
 
 	down := newHarness(t, []string{"orders"}, withDeadBroker(), withPublishTimeout(300*time.Millisecond))
 	logs := down.captureLogs()
-	stopDown := natsStart(t, down.env, parseEventSources(t, yaml))
+	stopDown := runSources(t, down.env, parseEventSources(t, yaml))
 	natsWaitSubscribed(t, s, "deliver.orders", 1)
 	ack, err := js.Publish("orders.eu", []byte(`{"order": 1}`))
 	if err != nil {
@@ -460,7 +400,7 @@ func TestNATSJetStreamAckAfterKafka(t *testing.T) {
 	stopDown()
 
 	up := newHarness(t, []string{"orders"})
-	natsStart(t, up.env, parseEventSources(t, yaml))
+	runSources(t, up.env, parseEventSources(t, yaml))
 	up.waitRecords(topic, 1)
 	e := decode(t, up.records(topic, 1)[0])
 	stored, err := js.GetMsg("ORDERS", ack.Sequence)
@@ -507,8 +447,8 @@ func TestNATSJetStreamDeliverGroup(t *testing.T) {
 	h := newHarness(t, []string{"grouped"})
 	m2 := h.member()
 	yaml := natsYAML("grouped", "orders", s.ClientURL(), "deliver.grouped", "      queue: kevents\n")
-	natsStart(t, h.env, parseEventSources(t, yaml))
-	natsStart(t, m2.env, parseEventSources(t, yaml))
+	runSources(t, h.env, parseEventSources(t, yaml))
+	runSources(t, m2.env, parseEventSources(t, yaml))
 	natsWaitSubscribed(t, s, "deliver.grouped", 2)
 	const n = 50
 	for i := range n {
@@ -543,7 +483,7 @@ func TestNATSCoreKafkaDown(t *testing.T) {
 	s := natsTestServer(t, natsserver.Options{})
 	h := newHarness(t, []string{"lossy"}, withDeadBroker(), withPublishTimeout(200*time.Millisecond))
 	logs := h.captureLogs()
-	natsStart(t, h.env, parseEventSources(t, natsYAML("lossy", "ev", s.ClientURL(), "lossy", "")))
+	runSources(t, h.env, parseEventSources(t, natsYAML("lossy", "ev", s.ClientURL(), "lossy", "")))
 	natsWaitSubscribed(t, s, "lossy", 1)
 	if err := natsTestConn(t, s).Publish("lossy", []byte("x")); err != nil {
 		t.Fatal(err)
@@ -650,9 +590,9 @@ func TestNATSAuth(t *testing.T) {
 	for _, tc := range natsAuthCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := natsTestServer(t, tc.server)
-			h := newHarness(t, []string{"authed"}, withSecrets(natsSecrets(tc.secrets)))
+			h := newHarness(t, []string{"authed"}, withSecrets(mapSecrets(tc.secrets)))
 			logs := h.captureLogs()
-			natsStart(t, h.env, parseEventSources(t, natsYAML("authed", "ev", s.ClientURL(), "secure", tc.yaml)))
+			runSources(t, h.env, parseEventSources(t, natsYAML("authed", "ev", s.ClientURL(), "secure", tc.yaml)))
 			natsWaitSubscribed(t, s, "secure", 1)
 			if err := natsTestConn(t, s, tc.client).Publish("secure", []byte(`{"ok":true}`)); err != nil {
 				t.Fatal(err)
@@ -678,9 +618,9 @@ func TestNATSAuthFailures(t *testing.T) {
       connectionBackoff: {duration: 50ms, factor: 1, jitter: 0, steps: 3}
 `)
 	t.Run("wrong token", func(t *testing.T) {
-		h := newHarness(t, []string{"authed"}, withSecrets(natsSecrets(map[string]string{"nats-auth/token": "wrong-token-value"})))
+		h := newHarness(t, []string{"authed"}, withSecrets(mapSecrets(map[string]string{"nats-auth/token": "wrong-token-value"})))
 		logs := h.captureLogs()
-		natsStart(t, h.env, parseEventSources(t, yaml))
+		runSources(t, h.env, parseEventSources(t, yaml))
 		deadline := time.Now().Add(10 * time.Second)
 		for strings.Count(logs.String(), "cannot connect") < 3 {
 			if time.Now().After(deadline) {
@@ -697,7 +637,7 @@ func TestNATSAuthFailures(t *testing.T) {
 		}
 	})
 	t.Run("missing secret", func(t *testing.T) {
-		h := newHarness(t, []string{"authed"}, withSecrets(natsSecrets(map[string]string{"other/token": "right-token"})))
+		h := newHarness(t, []string{"authed"}, withSecrets(mapSecrets(map[string]string{"other/token": "right-token"})))
 		_, err := Run(context.Background(), h.env, parseEventSources(t, yaml))
 		if err == nil || !strings.Contains(err.Error(), "auth.token") || !strings.Contains(err.Error(), "nats-auth/token") {
 			t.Fatalf("Run: %v; want an error naming auth.token and the Secret nats-auth/token", err)
@@ -765,11 +705,11 @@ func TestNATSTLS(t *testing.T) {
 	s := natsTestServer(t, natsserver.Options{TLS: true, TLSVerify: true, TLSTimeout: 5, TLSConfig: &tls.Config{
 		Certificates: []tls.Certificate{pair}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12,
 	}})
-	h := newHarness(t, []string{"tls"}, withSecrets(natsSecrets(map[string]string{
+	h := newHarness(t, []string{"tls"}, withSecrets(mapSecrets(map[string]string{
 		"nats-tls/ca.crt": string(caPEM), "nats-tls/tls.crt": string(cliCert), "nats-tls/tls.key": string(cliKey),
 	})))
 	logs := h.captureLogs()
-	natsStart(t, h.env, parseEventSources(t, natsYAML("tls", "ev", s.ClientURL(), "secure", `      tls:
+	runSources(t, h.env, parseEventSources(t, natsYAML("tls", "ev", s.ClientURL(), "secure", `      tls:
         caCertSecret: {name: nats-tls, key: ca.crt}
         clientCertSecret: {name: nats-tls, key: tls.crt}
         clientKeySecret: {name: nats-tls, key: tls.key}
@@ -791,7 +731,7 @@ func TestNATSTLS(t *testing.T) {
 func TestNATSReconnect(t *testing.T) {
 	port := freePort(t)
 	h := newHarness(t, []string{"flaky"})
-	natsStart(t, h.env, parseEventSources(t, natsYAML("flaky", "ev", fmt.Sprintf("nats://127.0.0.1:%d", port), "flaky",
+	runSources(t, h.env, parseEventSources(t, natsYAML("flaky", "ev", fmt.Sprintf("nats://127.0.0.1:%d", port), "flaky",
 		"      connectionBackoff: {duration: 50ms, factor: 2, jitter: 0.1, steps: 3}\n")))
 	time.Sleep(300 * time.Millisecond) // several failed attempts
 

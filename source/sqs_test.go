@@ -76,24 +76,6 @@ func goawsBinary(t *testing.T) string {
 	return bin
 }
 
-// syncBuffer is an io.Writer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startGoaws runs goaws on a free port until the test ends and returns its endpoint.
 func startGoaws(t *testing.T) string {
 	t.Helper()
@@ -309,36 +291,6 @@ spec:
 %s`, name, event, strings.TrimRight(extra, "\n")+"\n")
 }
 
-// runUntil starts source.Run with env and returns a stop function that ends it and checks it
-// stopped cleanly.
-func runUntil(t *testing.T, env *Env, sources []*api.EventSource) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	wait, err := Run(ctx, env, sources)
-	if err != nil {
-		cancel()
-		t.Fatalf("Run: %v", err)
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			done := make(chan error, 1)
-			go func() { done <- wait() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("wait: %v", err)
-				}
-			case <-time.After(env.PublishTimeout + 10*time.Second):
-				t.Error("Run did not stop after its context ended")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 const (
 	sqsAccessKey = "AKIDSQSTEST0123456789"
 	sqsSecretKey = "sqs-secret-KEY-value-0123456789abcdef"
@@ -551,7 +503,7 @@ func TestSQSKafkaDownLeavesMessage(t *testing.T) {
 	dead := newHarness(t, []string{"down"}, withSecrets(sqsSecrets()), withPublishTimeout(time.Second), withDeadBroker())
 	var logs syncBuffer
 	dead.env.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	stop := runUntil(t, dead.env, es)
+	stop := runSources(t, dead.env, es)
 	id := sendMessage(t, c, q, "keep me", nil)
 
 	waitUntil(t, 30*time.Second, "the message received twice, and twice not acknowledged by Kafka", func() bool {
@@ -580,7 +532,7 @@ func TestSQSKafkaDownLeavesMessage(t *testing.T) {
 	}
 
 	live := newHarness(t, []string{"down"}, withSecrets(sqsSecrets()))
-	runUntil(t, live.env, es)
+	runSources(t, live.env, es)
 	topic := "kevents.src.default.down"
 	waitUntil(t, 20*time.Second, "the message published once Kafka is back, and deleted", func() bool {
 		return live.endOffset(topic) == 1 && queueLen(t, c, q) == 0
@@ -666,8 +618,8 @@ func TestSQSCompetingMembers(t *testing.T) {
 %s`, goaws, sqsCredsYAML)))
 	second := *h.env
 	second.Metrics = metrics.New()
-	runUntil(t, h.env, es)
-	runUntil(t, &second, es)
+	runSources(t, h.env, es)
+	runSources(t, &second, es)
 
 	const n = 30
 	want := map[string]bool{}
@@ -847,7 +799,7 @@ func TestSQSUnavailableQueue(t *testing.T) {
 			h := newHarness(t, []string{"gone"}, withSecrets(sqsSecrets()))
 			var logs syncBuffer
 			h.env.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-			stop := runUntil(t, h.env, parseEventSources(t, sqsYAML("gone", "ev", fmt.Sprintf(`      region: us-east-1
+			stop := runSources(t, h.env, parseEventSources(t, sqsYAML("gone", "ev", fmt.Sprintf(`      region: us-east-1
       queue: %s
       endpoint: %s
 %s`, tc.queue, tc.endpoint, sqsCredsYAML))))
