@@ -669,6 +669,12 @@ type gvTranslator struct {
 	err     error // the first invalid regular expression literal
 }
 
+// gvHelperOps maps the govaluate operators expr-lang lacks, or treats otherwise, to the helper
+// functions that implement them.
+var gvHelperOps = map[string]string{
+	"+": "_add", "%": "_mod", "&": "_band", "|": "_bor", "^": "_bxor", "<<": "_shl", ">>": "_shr", "in": "_in",
+}
+
 // emit writes n as expr-lang source, every operation in parentheses so that expr-lang's own
 // precedence never applies.
 func (tr *gvTranslator) emit(n *gvNode) string {
@@ -718,22 +724,8 @@ func (tr *gvTranslator) emit(n *gvNode) string {
 			return "(!" + call + ")"
 		}
 		return call
-	case "+":
-		return "_add(" + l + ", " + tr.emit(r) + ")"
-	case "%":
-		return "_mod(" + l + ", " + tr.emit(r) + ")"
-	case "&":
-		return "_band(" + l + ", " + tr.emit(r) + ")"
-	case "|":
-		return "_bor(" + l + ", " + tr.emit(r) + ")"
-	case "^":
-		return "_bxor(" + l + ", " + tr.emit(r) + ")"
-	case "<<":
-		return "_shl(" + l + ", " + tr.emit(r) + ")"
-	case ">>":
-		return "_shr(" + l + ", " + tr.emit(r) + ")"
-	case "in":
-		return "_in(" + l + ", " + tr.emit(r) + ")"
+	case "+", "%", "&", "|", "^", "<<", ">>", "in":
+		return gvHelperOps[t.text] + "(" + l + ", " + tr.emit(r) + ")"
 	case "?":
 		return "(" + l + " ? " + tr.emit(r) + " : nil)"
 	case ":", "??":
