@@ -134,6 +134,7 @@ func RunExecutor(ctx context.Context, cfg ExecutorConfig) error {
 	// next start); what finished is committed.
 	stopRunning()
 	p.wg.Wait()
+	p.recording.Wait()
 	// Executors that hold connections (NATS, Kafka, ...) release them.
 	for _, x := range executors {
 		switch c := x.(type) {
@@ -157,6 +158,7 @@ type pool struct {
 	sem       chan struct{}   // a slot per running command
 	room      chan struct{}   // signalled when inflight drops
 	wg        sync.WaitGroup  // key workers
+	recording sync.WaitGroup  // outcome writes in flight
 
 	mu       sync.Mutex
 	parts    map[int32]*partition
@@ -312,21 +314,54 @@ func (p *pool) run(j *job) {
 	}
 	v, _ := json.Marshal(out)
 	recs = append(recs, &kgo.Record{Topic: p.cfg.Topology.Executed(), Partition: j.part.num, Key: []byte(cmd.ID), Value: v})
-	// The outcome must be in Kafka before the offset may be committed: otherwise a crash in
-	// between would run the command again with nothing to say it finished.
-	for {
-		perr := p.cl.ProduceSync(p.ctx, recs...).FirstErr()
-		if perr == nil {
-			break
-		}
-		if p.ctx.Err() != nil {
-			p.forget(j)
-			return
-		}
-		log.Warn("executor: cannot record the outcome; retrying", "err", perr)
-		time.Sleep(time.Second)
+	p.record(j, recs, log)
+}
+
+// record writes a finished job's outcome (and DLQ records) and only then finishes the job: the
+// outcome must be in Kafka before the offset may be committed, or a crash in between would run
+// the command again with nothing to say it finished. The key's next command does not wait for
+// it; a write that fails is retried until the member stops.
+func (p *pool) record(j *job, recs []*kgo.Record, log *slog.Logger) {
+	p.recording.Add(1)
+	var (
+		mu      sync.Mutex
+		pending = len(recs)
+		errs    []error
+	)
+	for _, r := range recs {
+		p.cl.Produce(p.ctx, r, func(_ *kgo.Record, err error) {
+			mu.Lock()
+			pending--
+			if err != nil {
+				errs = append(errs, err)
+			}
+			last, failed := pending == 0, errors.Join(errs...)
+			mu.Unlock()
+			if !last {
+				return
+			}
+			switch {
+			case failed == nil:
+				p.finish(j, true)
+				p.recording.Done()
+			case p.ctx.Err() != nil:
+				p.forget(j)
+				p.recording.Done()
+			default:
+				log.Warn("executor: cannot record the outcome; retrying", "err", failed)
+				go func() {
+					// Done only after the retry registered itself, so Wait never sees zero early.
+					defer p.recording.Done()
+					select {
+					case <-time.After(time.Second):
+						p.record(j, recs, log)
+					case <-p.ctx.Done():
+						p.forget(j)
+					}
+				}()
+			}
+		})
 	}
-	p.finish(j, true)
 }
 
 // execute runs a command, retrying as its retryStrategy says; it returns the attempts made.
