@@ -464,7 +464,11 @@ func (st *stage) join(ctx context.Context, r *kgo.Record) ([]*kgo.Record, *trigg
 			return nil, nil, fmt.Errorf("join state %q: %w", key, err)
 		}
 	}
-	state.Events[jr.Dependency] = jr.Event
+	// The latest event of a dependency wins, by event time: events of one dependency may come
+	// from different source partitions, whose relative order Kafka does not keep.
+	if cur, ok := state.Events[jr.Dependency]; !ok || !eventTime(cur).After(eventTime(jr.Event)) {
+		state.Events[jr.Dependency] = jr.Event
+	}
 
 	have := make(map[string]bool, len(state.Events))
 	for d := range state.Events {
@@ -554,4 +558,10 @@ func commandRecord(t *topology.Topology, cmd *trigger.Command) (*kgo.Record, err
 	}
 	return &kgo.Record{Topic: t.Commands(), Key: []byte(cmd.Key()), Value: v,
 		Headers: []kgo.RecordHeader{{Key: "kevents-command-id", Value: []byte(cmd.ID)}}}, nil
+}
+
+// eventTime reads the time attribute of a CloudEvent in JSON format; zero when absent.
+func eventTime(raw json.RawMessage) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, gjson.GetBytes(raw, "time").String())
+	return t
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/kevents/kevents/api"
 )
 
-var eventTime = time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+var paramEventTime = time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
 
 // newEvent builds a CloudEvent as a kevents source would: source is the EventSource, subject the
 // event name, type the source type.
@@ -24,7 +24,7 @@ func newEvent(t *testing.T, id, contentType, data string) *cloudevents.Event {
 	e.SetSource("webhook-es")
 	e.SetSubject("example-1")
 	e.SetType("webhook")
-	e.SetTime(eventTime)
+	e.SetTime(paramEventTime)
 	if err := e.SetData(contentType, []byte(data)); err != nil {
 		t.Fatalf("SetData: %v", err)
 	}
