@@ -250,8 +250,8 @@ type RateLimit struct {
 
 // TriggerPolicy decides whether a trigger's outcome counts as success.
 type TriggerPolicy struct {
-	K8s    Opaque        `json:"k8s,omitempty"`
-	Status *StatusPolicy `json:"status,omitempty"`
+	K8s    *K8sResourcePolicy `json:"k8s,omitempty"`
+	Status *StatusPolicy      `json:"status,omitempty"`
 }
 
 // StatusPolicy lists the HTTP statuses that count as success.
@@ -273,10 +273,11 @@ type TriggerTemplate struct {
 	Slack *SlackTrigger `json:"slack,omitempty"`
 	Email *EmailTrigger `json:"email,omitempty"`
 
-	K8s             Opaque `json:"k8s,omitempty"`
-	ArgoWorkflow    Opaque `json:"argoWorkflow,omitempty"`
-	AWSLambda       Opaque `json:"awsLambda,omitempty"`
-	Custom          Opaque `json:"custom,omitempty"`
+	K8s          *K8sTrigger          `json:"k8s,omitempty"`
+	ArgoWorkflow *ArgoWorkflowTrigger `json:"argoWorkflow,omitempty"`
+	AWSLambda    *AWSLambdaTrigger    `json:"awsLambda,omitempty"`
+	Custom       *CustomTrigger       `json:"custom,omitempty"`
+
 	OpenWhisk       Opaque `json:"openWhisk,omitempty"`
 	AzureEventHubs  Opaque `json:"azureEventHubs,omitempty"`
 	Pulsar          Opaque `json:"pulsar,omitempty"`

@@ -270,6 +270,20 @@ func (t *Trigger) validate(path string, deps map[string]bool) error {
 	if e := t.Template.Email; e != nil {
 		errs = append(errs, validateParameters(tp+".email.parameters", e.Parameters, deps, false))
 	}
+	if k := t.Template.K8s; k != nil {
+		errs = append(errs, validateParameters(tp+".k8s.parameters", k.Parameters, deps, false))
+	}
+	if w := t.Template.ArgoWorkflow; w != nil {
+		errs = append(errs, validateParameters(tp+".argoWorkflow.parameters", w.Parameters, deps, false))
+	}
+	if l := t.Template.AWSLambda; l != nil {
+		errs = append(errs, validateParameters(tp+".awsLambda.payload", l.Payload, deps, true),
+			validateParameters(tp+".awsLambda.parameters", l.Parameters, deps, false))
+	}
+	if c := t.Template.Custom; c != nil {
+		errs = append(errs, validateParameters(tp+".custom.payload", c.Payload, deps, true),
+			validateParameters(tp+".custom.parameters", c.Parameters, deps, false))
+	}
 	if t.DlqTrigger != nil {
 		errs = append(errs, t.DlqTrigger.validate(path+".dlqTrigger", deps))
 	}

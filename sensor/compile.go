@@ -135,7 +135,7 @@ func compile(s *api.Sensor) (*compiled, error) {
 			}
 		}
 		if pol := t.Policy; pol != nil {
-			if len(pol.K8s) > 0 {
+			if pol.K8s != nil {
 				errs = append(errs, fmt.Errorf("%s.policy.k8s: %w", path, api.NotSupported("trigger feature", "policy.k8s")))
 			}
 			if pol.Status != nil {

@@ -99,9 +99,9 @@ func TestCheck(t *testing.T) {
 			sensor:  testSensor(withFilters(&api.EventDependencyFilter{Data: []api.DataFilter{str("k", "", "v"), num("n", "", "ten")}}), logTrigger("t", "")),
 			wantErr: []string{"spec.dependencies[0] (a).filters.data[1].value[0]", `"ten"`}},
 
-		{name: "k8s trigger", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", K8s: json.RawMessage(`{"operation": "create"}`)}}),
+		{name: "k8s trigger", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", K8s: &api.K8sTrigger{Operation: "create"}}}),
 			wantErr: []string{`spec.triggers[0] (t).template`, `not supported yet: trigger type "k8s"`}, notSupported: true},
-		{name: "argoWorkflow trigger", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", ArgoWorkflow: json.RawMessage(`{}`)}}),
+		{name: "argoWorkflow trigger", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", ArgoWorkflow: &api.ArgoWorkflowTrigger{}}}),
 			wantErr: []string{`trigger type "argoWorkflow"`}, notSupported: true},
 		{name: "http trigger with a ConfigMap secure header", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", HTTP: &api.HTTPTrigger{URL: "http://x",
 			SecureHeaders: []*api.SecureHeader{{Name: "A", ValueFrom: &api.ValueFromSource{ConfigMapKeyRef: &api.ConfigMapKeySelector{Name: "c", Key: "k"}}}}}}}),
@@ -139,7 +139,7 @@ func TestCheck(t *testing.T) {
 			tr.Policy = &api.TriggerPolicy{Status: &api.StatusPolicy{Allow: []int32{200, 404}}}
 		}))},
 		{name: "policy.k8s", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
-			tr.Policy = &api.TriggerPolicy{K8s: json.RawMessage(`{"labels":{"a":"b"}}`)}
+			tr.Policy = &api.TriggerPolicy{K8s: &api.K8sResourcePolicy{Labels: map[string]string{"a": "b"}}}
 		})), wantErr: []string{"policy.k8s"}, notSupported: true},
 
 		{name: "retryStrategy duration as a string", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
@@ -154,7 +154,7 @@ func TestCheck(t *testing.T) {
 
 		{name: "every problem is reported at once",
 			sensor: testSensor(withFilters(&api.EventDependencyFilter{Exprs: []api.ExprFilter{{Expr: "x"}}}),
-				api.Trigger{Template: &api.TriggerTemplate{Name: "k", K8s: json.RawMessage(`{}`)}},
+				api.Trigger{Template: &api.TriggerTemplate{Name: "k", K8s: &api.K8sTrigger{}}},
 				logTrigger("l", "a || zz")),
 			wantErr: []string{"filters.exprs", `trigger type "k8s"`, `"zz"`}, notSupported: true},
 	}

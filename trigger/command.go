@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"sort"
 	"time"
@@ -33,6 +35,18 @@ type Command struct {
 	// a command of its own when this one fails after its retries.
 	DLQ       *Command  `json:"dlq,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
+}
+
+// ErrTerminal marks an error that no retry can fix (a malformed resource, a target that rejected
+// the request as invalid): the executor stops retrying and sends the command to the DLQ at once.
+var ErrTerminal = errors.New("terminal")
+
+// Terminal wraps err as terminal; errors.Is(err, ErrTerminal) holds for the result.
+func Terminal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w (%w: not retried)", err, ErrTerminal)
 }
 
 // RateLimit caps how often one trigger's commands run: Requests per Per, without bursts.

@@ -66,7 +66,8 @@ type Outcome struct {
 //     the partition of the command. A member that is assigned commands partition i first reads
 //     executed partition i and skips every command recorded there: redelivery after a crash or
 //     rebalance does not run a finished command again.
-//   - A command that failed after its retries goes to the DLQ topic with its error.
+//   - A command that failed after its retries, or with an error wrapping ErrTerminal, goes to
+//     the DLQ topic with its error.
 //   - Offsets are committed only up to the last contiguous finished command of a partition.
 //
 // Side effects are at least once: a command running when its member dies runs again elsewhere,
@@ -403,6 +404,9 @@ func (p *pool) execute(cmd *Command) (int, error) {
 			return i + 1, nil
 		}
 		errs = append(errs, fmt.Errorf("attempt %d: %w", i+1, err))
+		if errors.Is(err, ErrTerminal) {
+			return i + 1, errors.Join(errs...)
+		}
 	}
 	return attempts, errors.Join(errs...)
 }
