@@ -4,7 +4,16 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=$(VERSION)
 BIN       := bin/kevents
 
-.PHONY: all build run test vet fmt-check bench clean
+# The kube-apiserver and kubectl the Kubernetes tests run, built once from hack/kube into a cache
+# outside git; etcd comes from Debian. Tests skip without them, and fail with KEVENTS_REQUIRE_KUBE.
+KUBE_VERSION := v1.37.1
+KUBE_ASSETS  ?= $(or $(KEVENTS_KUBE_ASSETS),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kevents/kube)
+KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
+	-X k8s.io/component-base/version.gitTreeState=clean \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION)
+
+.PHONY: all build run test vet fmt-check bench clean kube
 
 all: build
 
@@ -33,6 +42,21 @@ bench:
 	$(GO) test -run '^$$' -bench BenchmarkExecutor -benchtime 1x ./trigger/
 	$(GO) test -run '^$$' -bench 'BenchmarkMatchExprs|BenchmarkScriptFilter|BenchmarkTransform' -benchmem ./sensor/
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/cloudevent/
+
+## kube: build kube-apiserver and kubectl for the tests (about 7 minutes once) and install etcd
+kube: $(KUBE_ASSETS)/kube-apiserver $(KUBE_ASSETS)/kubectl
+	@command -v etcd >/dev/null || { \
+		echo "installing etcd-server (Debian)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get install -y -q etcd-server >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q etcd-server >/dev/null; }; }
+	@command -v etcd >/dev/null && echo "kube test servers ready in $(KUBE_ASSETS)"
+
+$(KUBE_ASSETS)/kube-apiserver $(KUBE_ASSETS)/kubectl &: hack/kube/go.mod hack/kube/go.sum
+	mkdir -p $(KUBE_ASSETS)
+	cd hack/kube && $(GO) build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o $(KUBE_ASSETS)/ \
+		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+	touch $(KUBE_ASSETS)/kube-apiserver $(KUBE_ASSETS)/kubectl
 
 clean:
 	rm -rf bin

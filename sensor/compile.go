@@ -55,6 +55,7 @@ type compiledTrigger struct {
 	resets      []cron.Schedule
 	rateLimit   *trigger.RateLimit
 	allowStatus []int
+	labelPolicy *trigger.LabelPolicy
 	// dlq is the dlqTrigger, rendered with the same events into every command of this trigger.
 	dlq *compiledTrigger
 	// deps is the signature of what the trigger waits for (its dependencies' events and
@@ -136,7 +137,11 @@ func compile(s *api.Sensor) (*compiled, error) {
 		}
 		if pol := t.Policy; pol != nil {
 			if pol.K8s != nil {
-				errs = append(errs, fmt.Errorf("%s.policy.k8s: %w", path, api.NotSupported("trigger feature", "policy.k8s")))
+				lp, err := compileLabelPolicy(t.Template, pol.K8s)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s.policy.k8s: %w", path, err))
+				}
+				ct.labelPolicy = lp
 			}
 			if pol.Status != nil {
 				for _, code := range pol.Status.Allow {
@@ -275,6 +280,26 @@ func compileReset(r api.ConditionsResetCriteria) (cron.Schedule, error) {
 // compileRetry turns Argo's retryStrategy into durations. Argo reads an integer duration as
 // nanoseconds and a string as a Go duration; a retryStrategy without steps makes 5 attempts
 // (Argo's default backoff), without duration waits 1 s, without factor keeps the wait.
+// compileLabelPolicy reads a policy.k8s. Argo applies it to the objects the k8s and
+// argoWorkflow triggers act on; on other types it would be silently ignored, so it is an error.
+func compileLabelPolicy(t *api.TriggerTemplate, p *api.K8sResourcePolicy) (*trigger.LabelPolicy, error) {
+	if typ, _ := t.Type(); typ != "k8s" && typ != "argoWorkflow" {
+		return nil, fmt.Errorf("set on a %s trigger; it applies to k8s and argoWorkflow triggers only", typ)
+	}
+	if len(p.Labels) == 0 {
+		return nil, errors.New("labels: missing; the policy waits for these labels on the object")
+	}
+	b := p.Backoff
+	if b == nil {
+		b = &api.Backoff{}
+	}
+	r, err := compileRetry(b)
+	if err != nil {
+		return nil, fmt.Errorf("backoff.%w", err)
+	}
+	return &trigger.LabelPolicy{Labels: p.Labels, Backoff: *r, ErrorOnTimeout: p.ErrorOnBackoffTimeout}, nil
+}
+
 func compileRetry(b *api.Backoff) (*trigger.Retry, error) {
 	if b == nil {
 		return nil, nil

@@ -99,10 +99,20 @@ func TestCheck(t *testing.T) {
 			sensor:  testSensor(withFilters(&api.EventDependencyFilter{Data: []api.DataFilter{str("k", "", "v"), num("n", "", "ten")}}), logTrigger("t", "")),
 			wantErr: []string{"spec.dependencies[0] (a).filters.data[1].value[0]", `"ten"`}},
 
-		{name: "k8s trigger", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", K8s: &api.K8sTrigger{Operation: "create"}}}),
-			wantErr: []string{`spec.triggers[0] (t).template`, `not supported yet: trigger type "k8s"`}, notSupported: true},
-		{name: "argoWorkflow trigger", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", ArgoWorkflow: &api.ArgoWorkflowTrigger{}}}),
-			wantErr: []string{`trigger type "argoWorkflow"`}, notSupported: true},
+		{name: "k8s trigger without a source", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", K8s: &api.K8sTrigger{Operation: "create"}}}),
+			wantErr: []string{`spec.triggers[0] (t).template`, `k8s.source: missing`}},
+		{name: "k8s trigger with a bad inline object", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", K8s: &api.K8sTrigger{
+			Source: &api.ArtifactLocation{Inline: ptr("kind: [")}}}}),
+			wantErr: []string{`k8s.source.inline: not a YAML or JSON object`}},
+		{name: "k8s trigger from S3", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", K8s: &api.K8sTrigger{
+			Source: &api.ArtifactLocation{S3: json.RawMessage(`{"bucket":{"name":"b"}}`)}}}}),
+			wantErr: []string{`k8s.source.s3: not supported yet`}, notSupported: true},
+		{name: "k8s trigger with an unknown operation", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", K8s: &api.K8sTrigger{
+			Operation: "replace", Source: &api.ArtifactLocation{File: &api.FileArtifact{Path: "/x.yaml"}}}}}),
+			wantErr: []string{`k8s.operation: "replace"; expected create, update, patch or delete`}},
+		{name: "argoWorkflow trigger with CLI args", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", ArgoWorkflow: &api.ArgoWorkflowTrigger{
+			Args: []string{"--serviceaccount", "x"}, Source: &api.ArtifactLocation{File: &api.FileArtifact{Path: "/x.yaml"}}}}}),
+			wantErr: []string{`argoWorkflow.args: not supported yet`}, notSupported: true},
 		{name: "http trigger with a ConfigMap secure header", sensor: testSensor(deps("a"), api.Trigger{Template: &api.TriggerTemplate{Name: "t", HTTP: &api.HTTPTrigger{URL: "http://x",
 			SecureHeaders: []*api.SecureHeader{{Name: "A", ValueFrom: &api.ValueFromSource{ConfigMapKeyRef: &api.ConfigMapKeySelector{Name: "c", Key: "k"}}}}}}}),
 			wantErr: []string{"configMapKeyRef"}, notSupported: true},
@@ -138,9 +148,13 @@ func TestCheck(t *testing.T) {
 		{name: "policy.status", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
 			tr.Policy = &api.TriggerPolicy{Status: &api.StatusPolicy{Allow: []int32{200, 404}}}
 		}))},
-		{name: "policy.k8s", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
+		{name: "policy.k8s on a log trigger", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
 			tr.Policy = &api.TriggerPolicy{K8s: &api.K8sResourcePolicy{Labels: map[string]string{"a": "b"}}}
-		})), wantErr: []string{"policy.k8s"}, notSupported: true},
+		})), wantErr: []string{"policy.k8s: set on a log trigger; it applies to k8s and argoWorkflow triggers only"}},
+		{name: "policy.k8s without labels", sensor: testSensor(deps("a"), api.Trigger{
+			Template: &api.TriggerTemplate{Name: "t", K8s: &api.K8sTrigger{Source: &api.ArtifactLocation{File: &api.FileArtifact{Path: "/x.yaml"}}}},
+			Policy:   &api.TriggerPolicy{K8s: &api.K8sResourcePolicy{}}}),
+			wantErr: []string{"policy.k8s: labels: missing"}},
 
 		{name: "retryStrategy duration as a string", sensor: testSensor(deps("a"), modify(logTrigger("t", ""), func(tr *api.Trigger) {
 			tr.RetryStrategy = &api.Backoff{Duration: json.RawMessage(`"3s"`), Steps: 3}
@@ -154,9 +168,9 @@ func TestCheck(t *testing.T) {
 
 		{name: "every problem is reported at once",
 			sensor: testSensor(withFilters(&api.EventDependencyFilter{Exprs: []api.ExprFilter{{Expr: "x"}}}),
-				api.Trigger{Template: &api.TriggerTemplate{Name: "k", K8s: &api.K8sTrigger{}}},
+				api.Trigger{Template: &api.TriggerTemplate{Name: "k", OpenWhisk: json.RawMessage(`{}`)}},
 				logTrigger("l", "a || zz")),
-			wantErr: []string{"filters.exprs", `trigger type "k8s"`, `"zz"`}, notSupported: true},
+			wantErr: []string{"filters.exprs", `trigger type "openWhisk"`, `"zz"`}, notSupported: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -541,7 +541,7 @@ func render(s *compiled, t *compiledTrigger, events map[string]*cloudevents.Even
 	cmd := &trigger.Command{
 		ID:        trigger.CommandID(s.namespace, s.name, t.name, refs),
 		Namespace: s.namespace, Sensor: s.name, Trigger: t.name, Type: typ,
-		Events: refs, Spec: spec, Retry: t.retry, RateLimit: t.rateLimit, AllowStatus: t.allowStatus, CreatedAt: time.Now().UTC(),
+		Events: refs, Spec: spec, Retry: t.retry, RateLimit: t.rateLimit, AllowStatus: t.allowStatus, LabelPolicy: t.labelPolicy, CreatedAt: time.Now().UTC(),
 	}
 	if t.dlq != nil {
 		if cmd.DLQ, err = render(s, t.dlq, events); err != nil {

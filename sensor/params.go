@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/sjson"
 
 	"github.com/kevents/kevents/api"
+	"github.com/kevents/kevents/trigger"
 )
 
 // params resolves Argo's trigger parameters against the events that fired a trigger, with
@@ -106,6 +107,16 @@ func (p params) resolve(src *api.TriggerParameterSource) (*string, valueKind, er
 
 // Apply sets each parameter at its dest in doc, as Argo's ApplyParams does.
 func (p params) Apply(doc []byte, ps []api.TriggerParameter) ([]byte, error) {
+	rs, err := p.Resolve(ps)
+	if err != nil {
+		return nil, err
+	}
+	return trigger.ApplyResolved(doc, rs)
+}
+
+// Resolve implements trigger.Params.
+func (p params) Resolve(ps []api.TriggerParameter) ([]trigger.Resolved, error) {
+	var out []trigger.Resolved
 	for i, param := range ps {
 		v, kind, err := p.resolve(param.Src)
 		if err != nil {
@@ -114,23 +125,10 @@ func (p params) Apply(doc []byte, ps []api.TriggerParameter) ([]byte, error) {
 		if v == nil {
 			continue
 		}
-		value := *v
-		switch param.Operation {
-		case "append", "prepend":
-			if cur := gjson.GetBytes(doc, param.Dest); cur.Exists() {
-				kind = kindString
-				if param.Operation == "append" {
-					value = cur.String() + value
-				} else {
-					value += cur.String()
-				}
-			}
-		}
-		if doc, err = setValue(doc, param.Dest, value, kind, param.Src.UseRawData); err != nil {
-			return nil, fmt.Errorf("parameters[%d].dest %q: %w", i, param.Dest, err)
-		}
+		out = append(out, trigger.Resolved{Index: i, Dest: param.Dest, Value: *v,
+			Raw: param.Src.UseRawData && kind == kindRaw, Operation: param.Operation})
 	}
-	return doc, nil
+	return out, nil
 }
 
 // Payload builds a document from parameters alone, as Argo's ConstructPayload does: a parameter

@@ -31,6 +31,8 @@ type Command struct {
 	// AllowStatus lists the HTTP statuses that count as success (Argo's policy.status.allow);
 	// empty means 2xx.
 	AllowStatus []int `json:"allowStatus,omitempty"`
+	// LabelPolicy is Argo's policy.k8s, for the k8s and argoWorkflow types.
+	LabelPolicy *LabelPolicy `json:"labelPolicy,omitempty"`
 	// DLQ is the trigger's dlqTrigger, rendered from the same events: the executor issues it as
 	// a command of its own when this one fails after its retries.
 	DLQ       *Command  `json:"dlq,omitempty"`

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tidwall/sjson"
-
 	"github.com/kevents/kevents/api"
 )
 
@@ -228,19 +226,25 @@ func (f fakeParams) Value(src *api.TriggerParameterSource) (*string, error) {
 }
 
 func (f fakeParams) Apply(doc []byte, ps []api.TriggerParameter) ([]byte, error) {
-	for _, p := range ps {
+	rs, err := f.Resolve(ps)
+	if err != nil {
+		return nil, err
+	}
+	return ApplyResolved(doc, rs)
+}
+
+func (f fakeParams) Resolve(ps []api.TriggerParameter) ([]Resolved, error) {
+	var out []Resolved
+	for i, p := range ps {
 		v, err := f.Value(p.Src)
 		if err != nil {
 			return nil, err
 		}
-		if v == nil {
-			continue
-		}
-		if doc, err = sjson.SetBytes(doc, p.Dest, *v); err != nil {
-			return nil, err
+		if v != nil {
+			out = append(out, Resolved{Index: i, Dest: p.Dest, Value: *v, Operation: p.Operation})
 		}
 	}
-	return doc, nil
+	return out, nil
 }
 
 func (f fakeParams) Payload([]api.TriggerParameter) ([]byte, error) { return f.payload, f.payloadErr }
@@ -465,9 +469,9 @@ func TestRegistry(t *testing.T) {
 	if len(xs) != len(types.Names()) {
 		t.Errorf("%d executors for %d types", len(xs), len(types.Names()))
 	}
-	_, _, err = Render(RenderInput{Template: &api.TriggerTemplate{Name: "t", K8s: json.RawMessage(`{}`)}})
-	if !errors.Is(err, api.ErrNotSupported) || !strings.Contains(err.Error(), `trigger type "k8s"`) {
-		t.Errorf("Render of a k8s trigger = %v; want ErrNotSupported", err)
+	_, _, err = Render(RenderInput{Template: &api.TriggerTemplate{Name: "t", OpenWhisk: json.RawMessage(`{}`)}})
+	if !errors.Is(err, api.ErrNotSupported) || !strings.Contains(err.Error(), `trigger type "openWhisk"`) {
+		t.Errorf("Render of an openWhisk trigger = %v; want ErrNotSupported", err)
 	}
 	defer func() {
 		if recover() == nil {

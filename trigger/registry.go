@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
+	"k8s.io/client-go/rest"
 
 	"github.com/kevents/kevents/api"
 	"github.com/kevents/kevents/internal/registry"
@@ -21,6 +22,9 @@ type Params interface {
 	Apply(doc []byte, params []api.TriggerParameter) ([]byte, error)
 	// Payload builds a JSON document from the parameters alone (Argo's ConstructPayload).
 	Payload(params []api.TriggerParameter) ([]byte, error)
+	// Resolve resolves each parameter's value without applying it; parameters that resolve to
+	// nothing are left out.
+	Resolve(params []api.TriggerParameter) ([]Resolved, error)
 	// Value resolves one parameter source; nil when it resolves to nothing.
 	Value(src *api.TriggerParameterSource) (*string, error)
 }
@@ -39,6 +43,9 @@ type Env struct {
 	Secrets secrets.Resolver
 	// HTTPClient is used by trigger types that speak HTTP; nil means a default client.
 	HTTPClient *http.Client
+	// Kube reaches the Kubernetes API for the k8s and argoWorkflow triggers; nil means there is
+	// none, and their commands fail with a clear error.
+	Kube *rest.Config
 }
 
 // Executor runs the commands of one trigger type. Execute may be called concurrently.
