@@ -119,3 +119,38 @@ type SQSEventSource struct {
 	Endpoint        string             `json:"endpoint,omitempty"`
 	SessionToken    *SecretKeySelector `json:"sessionToken,omitempty"`
 }
+
+// CalendarEventSource fires on a cron schedule or at a fixed interval.
+type CalendarEventSource struct {
+	// Schedule is a five-field cron expression (minute hour day-of-month month day-of-week), as
+	// Argo parses it: no seconds, no descriptors such as @every; a TZ= prefix is allowed.
+	Schedule string `json:"schedule,omitempty"`
+	// Interval is a Go duration such as "10s"; Schedule wins when both are set in Argo.
+	Interval string `json:"interval,omitempty"`
+	// ExclusionDates are RFC 5545 EXDATE values ("EXDATE:20190102T150405Z[,...]"): a fire that
+	// falls on one of their days is skipped.
+	ExclusionDates []string           `json:"exclusionDates,omitempty"`
+	Timezone       string             `json:"timezone,omitempty"`
+	Metadata       map[string]string  `json:"metadata,omitempty"`
+	Persistence    *EventPersistence  `json:"persistence,omitempty"`
+	Filter         *EventSourceFilter `json:"filter,omitempty"`
+}
+
+// EventPersistence says whether a calendar catches up on the fires it missed.
+type EventPersistence struct {
+	Catchup *CatchupConfiguration `json:"catchup,omitempty"`
+	// ConfigMap is where Argo keeps the last fire; kevents keeps it in Kafka and ignores it.
+	ConfigMap *ConfigMapPersistence `json:"configMap,omitempty"`
+}
+
+// CatchupConfiguration enables catch-up; MaxDuration (a Go duration) bounds how far back.
+type CatchupConfiguration struct {
+	Enabled     bool   `json:"enabled,omitempty"`
+	MaxDuration string `json:"maxDuration,omitempty"`
+}
+
+// ConfigMapPersistence names the ConfigMap Argo keeps a calendar's last fire in.
+type ConfigMapPersistence struct {
+	Name             string `json:"name,omitempty"`
+	CreateIfNotExist bool   `json:"createIfNotExist,omitempty"`
+}

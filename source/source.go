@@ -19,6 +19,7 @@ import (
 
 	"github.com/kevents/kevents/api"
 	"github.com/kevents/kevents/internal/cloudevent"
+	"github.com/kevents/kevents/internal/kclient"
 	"github.com/kevents/kevents/internal/metrics"
 	"github.com/kevents/kevents/internal/registry"
 	"github.com/kevents/kevents/internal/secrets"
@@ -70,8 +71,15 @@ type Env struct {
 	Metrics   *metrics.Metrics
 	Logger    *slog.Logger
 	// PublishTimeout bounds how long a push source waits for Kafka before answering its caller
-	// with a failure (503 for webhooks).
+	// with a failure (503 for webhooks), and how long an owned source waits for its transaction.
 	PublishTimeout time.Duration
+	// Kafka, Member and SessionTimeout are for owned sources (see RegisterOwned), which open
+	// their own clients: the group client of <prefix>.sources, with Member as its static group
+	// instance id, and one transactional producer per owned partition. SessionTimeout 0 means
+	// kclient.SessionTimeout.
+	Kafka          kclient.Config
+	Member         string
+	SessionTimeout time.Duration
 	routes         *routes
 }
 
@@ -99,11 +107,25 @@ type Spec struct {
 // Constructor builds the runtime of one event.
 type Constructor func(b Build) (Source, error)
 
-var types = registry.New[Spec, Constructor]("eventsource type")
+// constructors holds the constructor of a type: exactly one of them is set.
+type constructors struct {
+	source Constructor
+	owned  OwnedConstructor
+}
+
+var types = registry.New[Spec, constructors]("eventsource type")
 
 // Register adds a source type under the name of its field in Argo's EventSource spec. It
 // panics on a duplicate: that is a programming error.
-func Register(name string, spec Spec, ctor Constructor) { types.Register(name, spec, ctor) }
+func Register(name string, spec Spec, ctor Constructor) {
+	types.Register(name, spec, constructors{source: ctor})
+}
+
+// RegisterOwned adds a source type whose events must run exactly once in the cluster (see
+// OwnedSource), like Register.
+func RegisterOwned(name string, spec Spec, ctor OwnedConstructor) {
+	types.Register(name, spec, constructors{owned: ctor})
+}
 
 // Check returns every reason the EventSource cannot run; errors for source types kevents does
 // not run yet wrap api.ErrNotSupported.
@@ -122,9 +144,10 @@ func Check(es *api.EventSource) error {
 }
 
 // Run builds every event of the given EventSources, serves the HTTP routes push sources
-// registered, and runs pull sources until ctx ends. It returns once the HTTP listeners are
-// bound (so callers can send requests), with a wait function that blocks until everything
-// stopped.
+// registered, runs pull sources, and takes part in the ownership of owned sources (running
+// those of the <prefix>.sources partitions this member is assigned), until ctx ends. It returns
+// once the HTTP listeners are bound (so callers can send requests), with a wait function that
+// blocks until everything stopped.
 func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func() error, err error) {
 	if env.Logger == nil {
 		env.Logger = slog.Default()
@@ -133,8 +156,11 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 		env.PublishTimeout = 10 * time.Second
 	}
 	env.routes = &routes{byPort: map[int]*endpoints{}}
-	var pulls []Source
-	var errs []error
+	var (
+		pulls []Source
+		owned []ownedEntry
+		errs  []error
+	)
 	for _, es := range sources {
 		if err := Check(es); err != nil {
 			errs = append(errs, fmt.Errorf("eventsource %s: %w", es.Metadata.Name, err))
@@ -142,7 +168,17 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 		}
 		for _, ev := range es.Spec.Events() {
 			e, _ := types.Lookup(ev.Type)
-			src, err := e.New(Build{EventSource: es, Event: ev, Topic: env.Topology.SourceTopic(es.Metadata.Namespace, es.Metadata.Name), Env: env})
+			b := Build{EventSource: es, Event: ev, Topic: env.Topology.SourceTopic(es.Metadata.Namespace, es.Metadata.Name), Env: env}
+			var src Source
+			var err error
+			if e.New.owned != nil {
+				var o OwnedSource
+				if o, err = e.New.owned(b); err == nil {
+					owned = append(owned, newOwnedEntry(b, o))
+				}
+			} else {
+				src, err = e.New.source(b)
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("eventsource %s: spec.%s.%s: %w", es.Metadata.Name, ev.Type, ev.Name, err))
 				continue
@@ -152,8 +188,16 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 			}
 		}
 	}
+	if len(owned) > 0 {
+		if err := checkOwnedEnv(env); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	if len(owned) > 0 {
+		pulls = append(pulls, &ownedRunner{env: env, entries: owned})
 	}
 	servers, err := env.routes.listen()
 	if err != nil {
