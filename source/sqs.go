@@ -11,17 +11,14 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kevents/kevents/api"
-	"github.com/kevents/kevents/internal/secrets"
+	"github.com/kevents/kevents/internal/awsconfig"
 )
 
 // The sqs source long-polls an AWS SQS queue (or any SQS-compatible endpoint) and publishes every
@@ -68,9 +65,6 @@ const (
 	sqsDefaultWait = 3
 	// sqsDeleteTimeout bounds a DeleteMessageBatch call, which also runs after ctx ended.
 	sqsDeleteTimeout = 10 * time.Second
-	// sqsCredentialsTTL is how long credentials read from Secrets are used before they are read
-	// again, so that rotated Secret files are picked up.
-	sqsCredentialsTTL = 5 * time.Minute
 )
 
 // sqsVisibility is the visibility timeout asked for with every receive: Argo's 120 s, or longer
@@ -164,25 +158,12 @@ func newSQS(b Build) (Source, error) {
 	vis := sqsVisibility(b.Env.PublishTimeout)
 	s.visibility = int32((vis + time.Second - 1) / time.Second)
 
-	opts := []func(*config.LoadOptions) error{config.WithRegion(cfg.Region)}
-	if cfg.AccessKey != nil {
-		p := sqsSecretCredentials{res: b.Env.Secrets, accessKey: cfg.AccessKey, secretKey: cfg.SecretKey, sessionToken: cfg.SessionToken}
-		// Resolve once now so that a missing Secret fails the start, as for every source.
-		if _, err := p.Retrieve(context.Background()); err != nil {
-			return nil, err
-		}
-		opts = append(opts, config.WithCredentialsProvider(aws.NewCredentialsCache(p)))
-	}
-	awsCfg, err := config.LoadDefaultConfig(context.Background(), opts...)
+	awsCfg, err := awsconfig.Load(context.Background(), awsconfig.Options{
+		Region: cfg.Region, AccessKey: cfg.AccessKey, SecretKey: cfg.SecretKey, SessionToken: cfg.SessionToken,
+		RoleARN: cfg.RoleARN, Secrets: b.Env.Secrets,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("aws configuration: %w", err)
-	}
-	if cfg.RoleARN != "" {
-		// The credentials above (from Secrets, or else the default chain) assume the role.
-		awsCfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sts.NewFromConfig(awsCfg), cfg.RoleARN,
-			func(o *stscreds.AssumeRoleOptions) {
-				o.RoleSessionName = "kevents-" + strconv.FormatInt(time.Now().UnixNano(), 10)
-			}))
+		return nil, err
 	}
 	s.creds = awsCfg.Credentials
 	s.client = sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
@@ -191,40 +172,6 @@ func newSQS(b Build) (Source, error) {
 		}
 	})
 	return s, nil
-}
-
-// sqsSecretCredentials reads the access key, secret key and session token from Secrets each time
-// the credentials cache asks; the values never leave the AWS client.
-type sqsSecretCredentials struct {
-	res                                secrets.Resolver
-	accessKey, secretKey, sessionToken *api.SecretKeySelector
-}
-
-func (p sqsSecretCredentials) Retrieve(context.Context) (aws.Credentials, error) {
-	read := func(field string, sel *api.SecretKeySelector) (string, error) {
-		v, err := p.res.Resolve(sel.Name, sel.Key)
-		if err != nil {
-			return "", fmt.Errorf("%s: %w", field, err)
-		}
-		if v == "" {
-			return "", fmt.Errorf("%s: secret %s/%s is empty", field, sel.Name, sel.Key)
-		}
-		return v, nil
-	}
-	c := aws.Credentials{Source: "kevents secrets", CanExpire: true, Expires: time.Now().Add(sqsCredentialsTTL)}
-	var err error
-	if c.AccessKeyID, err = read("accessKey", p.accessKey); err != nil {
-		return aws.Credentials{}, err
-	}
-	if c.SecretAccessKey, err = read("secretKey", p.secretKey); err != nil {
-		return aws.Credentials{}, err
-	}
-	if p.sessionToken != nil {
-		if c.SessionToken, err = read("sessionToken", p.sessionToken); err != nil {
-			return aws.Credentials{}, err
-		}
-	}
-	return c, nil
 }
 
 // Run polls until ctx ends. Failures of SQS are logged and retried; Run returns nil when ctx ends.

@@ -42,9 +42,9 @@ const (
 	LabelCommandID = "events.kevents.io/command-id"
 )
 
-// errNoKube is returned when a k8s or argoWorkflow command runs in a member that has no
+// ErrNoKube is returned when a k8s or argoWorkflow command runs in a member that has no
 // Kubernetes API to talk to.
-var errNoKube = errors.New("no Kubernetes API configured: run in a cluster, or pass --kubeconfig or set KUBECONFIG")
+var ErrNoKube = errors.New("no Kubernetes API configured: run in a cluster, or pass --kubeconfig or set KUBECONFIG")
 
 // KubeRequest is the rendered command of a k8s or argoWorkflow trigger. The object itself is
 // read when the command runs, as Argo reads it when the trigger fires (a file, URL, ConfigMap or
@@ -179,7 +179,7 @@ func (k *kubeAccess) clients() (dynamic.Interface, *restmapper.DeferredDiscovery
 		return k.dyn, k.mapper, nil
 	}
 	if k.env.Kube == nil {
-		return nil, nil, Terminal(errNoKube)
+		return nil, nil, Terminal(ErrNoKube)
 	}
 	dyn, err := dynamic.NewForConfig(k.env.Kube)
 	if err != nil {

@@ -76,8 +76,8 @@ func TestKubeWithoutCluster(t *testing.T) {
 	cmd := kubeCommand(t, "c1", &api.TriggerTemplate{Name: "t", K8s: &api.K8sTrigger{
 		Source: inline("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")}}, nil)
 	err := x.Execute(context.Background(), cmd)
-	if !errors.Is(err, errNoKube) || !errors.Is(err, ErrTerminal) {
-		t.Fatalf("Execute without a cluster = %v; want the terminal errNoKube", err)
+	if !errors.Is(err, ErrNoKube) || !errors.Is(err, ErrTerminal) {
+		t.Fatalf("Execute without a cluster = %v; want the terminal ErrNoKube", err)
 	}
 }
 
