@@ -23,7 +23,7 @@ const IdempotencyKeyHeader = "Idempotency-Key"
 const defaultHTTPTimeout = 60 * time.Second
 
 // HTTPRequest is the rendered request of an http trigger. It carries no secret: TLS, BasicAuth
-// and SecureHeaders hold Secret references, resolved by the executor on each call.
+// and SecureHeaders hold Secret (or ConfigMap) references, resolved by the executor on each call.
 type HTTPRequest struct {
 	URL            string            `json:"url"`
 	Method         string            `json:"method"`
@@ -35,7 +35,8 @@ type HTTPRequest struct {
 	TLS *api.TLSConfig `json:"tls,omitempty"`
 	// BasicAuth is Argo's http.basicAuth: user name and password Secrets, each optional (empty).
 	BasicAuth *api.BasicAuth `json:"basicAuth,omitempty"`
-	// SecureHeaders are Argo's http.secureHeaders, each valued from a Secret (valueFrom.secretKeyRef).
+	// SecureHeaders are Argo's http.secureHeaders, each valued from a Secret (valueFrom.secretKeyRef)
+	// or a ConfigMap (valueFrom.configMapKeyRef).
 	SecureHeaders []*api.SecureHeader `json:"secureHeaders,omitempty"`
 }
 
@@ -75,7 +76,7 @@ type httpSecurity struct {
 }
 
 // checkHTTPSecurity validates tls, basicAuth and secureHeaders (every reference has a name and
-// key; Secrets, not ConfigMaps) and returns them.
+// key) and returns them.
 func checkHTTPSecurity(h *api.HTTPTrigger) (httpSecurity, error) {
 	s := httpSecurity{tls: h.TLS, basicAuth: h.BasicAuth, secureHeaders: h.SecureHeaders}
 	if s.tls != nil {
@@ -116,18 +117,16 @@ func checkSecureHeader(i int, sh *api.SecureHeader) error {
 	v := sh.ValueFrom
 	switch {
 	case v == nil || v.SecretKeyRef == nil && v.ConfigMapKeyRef == nil:
-		return fmt.Errorf("%s.valueFrom: set secretKeyRef", field)
+		return fmt.Errorf("%s.valueFrom: set secretKeyRef or configMapKeyRef", field)
 	case v.SecretKeyRef != nil && v.ConfigMapKeyRef != nil:
 		return fmt.Errorf("%s.valueFrom: set secretKeyRef or configMapKeyRef, not both", field)
+	case v.ConfigMapKeyRef != nil && (v.ConfigMapKeyRef.Name == "" || v.ConfigMapKeyRef.Key == ""):
+		return fmt.Errorf("%s.valueFrom.configMapKeyRef: a ConfigMap name and key are required", field)
 	case v.ConfigMapKeyRef != nil:
-		return fmt.Errorf("%s.valueFrom: %w", field, errSecureHeaderConfigMap)
+		return nil
 	}
 	return checkSecretRef(field+".valueFrom.secretKeyRef", v.SecretKeyRef)
 }
-
-// errSecureHeaderConfigMap refuses a secure header valued from a ConfigMap: kevents resolves
-// Secrets only (internal/secrets), and a ConfigMap must not be read as a Secret of the same name.
-var errSecureHeaderConfigMap = fmt.Errorf("%w: http trigger secureHeaders configMapKeyRef", api.ErrNotSupported)
 
 // checkTLSConfig validates a TLS configuration of a trigger as Argo's GetTLSConfig does:
 // insecureSkipVerify or enabled is enough, else a CA or a client certificate must be set, and a
@@ -267,16 +266,23 @@ func (x *httpExecutor) Execute(ctx context.Context, cmd *Command) error {
 	return nil
 }
 
-// setSecrets sets the secure headers and basic auth of r on req, resolving their Secrets now so
-// that a rotated Secret is used by the next call. Errors name references, never values.
+// setSecrets sets the secure headers and basic auth of r on req, resolving their Secrets and
+// ConfigMaps now so that a rotated value is used by the next call. Errors name references, never
+// values.
 func (x *httpExecutor) setSecrets(req *http.Request, r *HTTPRequest) error {
 	for i, sh := range r.SecureHeaders {
 		if err := checkSecureHeader(i, sh); err != nil {
 			return err
 		}
 		field := fmt.Sprintf("http.secureHeaders[%d] (%s)", i, sh.Name)
-		v, err := x.secrets.Ref(field, sh.ValueFrom.SecretKeyRef)
-		if err != nil {
+		var v string
+		var err error
+		if ref := sh.ValueFrom.ConfigMapKeyRef; ref != nil {
+			// A ConfigMap, never a Secret of the same name.
+			if v, err = x.secrets.ResolveConfigMap(ref.Name, ref.Key); err != nil {
+				return fmt.Errorf("%s: %w", field, err)
+			}
+		} else if v, err = x.secrets.Ref(field, sh.ValueFrom.SecretKeyRef); err != nil {
 			return err
 		}
 		req.Header.Set(sh.Name, v)

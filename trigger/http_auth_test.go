@@ -21,7 +21,11 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+
 	"github.com/kevents/kevents/api"
+	"github.com/kevents/kevents/internal/kubetest"
 	"github.com/kevents/kevents/internal/secrets"
 )
 
@@ -403,8 +407,9 @@ func TestCheckHTTPSecurity(t *testing.T) {
 			wantErr: "http.secureHeaders[0] (A).valueFrom: set secretKeyRef or configMapKeyRef, not both"},
 		{name: "header secret without key", headers: `[{"name": "A", "valueFrom": {"secretKeyRef": ` + ref + `}}, {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s"}}}]`,
 			wantErr: "http.secureHeaders[1] (B).valueFrom.secretKeyRef: a secret name and key are required"},
-		{name: "header from a ConfigMap", headers: `[{"name": "A", "valueFrom": {"configMapKeyRef": ` + ref + `}}]`,
-			wantErr: "not supported yet: http trigger secureHeaders configMapKeyRef", notSupported: true},
+		{name: "header from a ConfigMap", headers: `[{"name": "A", "valueFrom": {"configMapKeyRef": ` + ref + `}}]`},
+		{name: "header ConfigMap without key", headers: `[{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "c"}}}]`,
+			wantErr: "http.secureHeaders[0] (A).valueFrom.configMapKeyRef: a ConfigMap name and key are required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &api.HTTPTrigger{URL: "https://example.com"}
@@ -436,9 +441,9 @@ func TestCheckHTTPSecurity(t *testing.T) {
 	}
 }
 
-// TestHTTPExecuteRefusesConfigMapHeader: a command carrying a ConfigMap reference (rendered by
-// another version, or written by hand) is refused, not resolved as a Secret of the same name.
-func TestHTTPExecuteRefusesConfigMapHeader(t *testing.T) {
+// TestHTTPExecuteConfigMapHeader: a secure header from a ConfigMap is resolved as a ConfigMap
+// (here from KEVENTS_CONFIGMAP_*), never as a Secret of the same name.
+func TestHTTPExecuteConfigMapHeader(t *testing.T) {
 	srv, got := recordingServer(t, http.StatusOK)
 	values := map[string]string{"cm/k": "a-value-from-the-secret"}
 	x := httpExecutorForTest(t, Env{Secrets: httpTestSecrets(values)})
@@ -446,15 +451,69 @@ func TestHTTPExecuteRefusesConfigMapHeader(t *testing.T) {
 		{Name: "A", ValueFrom: &api.ValueFromSource{ConfigMapKeyRef: &api.ConfigMapKeySelector{Name: "cm", Key: "k"}}},
 	}})
 	err := x.Execute(context.Background(), cmd)
-	if !errors.Is(err, api.ErrNotSupported) || !strings.Contains(err.Error(), "not supported yet: http trigger secureHeaders configMapKeyRef") {
-		t.Errorf("Execute = %v; want ErrNotSupported for configMapKeyRef", err)
+	if !errors.Is(err, secrets.ErrNotFound) || !strings.Contains(err.Error(), "http.secureHeaders[0] (A): configmap cm/k not found") ||
+		!strings.Contains(err.Error(), secrets.ConfigMapEnvName("cm", "k")) {
+		t.Errorf("Execute = %v; want configmap cm/k not found, naming the field and the variable", err)
 	}
+	assertNoSecret(t, "error", err.Error(), values)
 	noRequest(t, got)
+
+	env := map[string]string{secrets.ConfigMapEnvName("cm", "k"): "from-the-configmap"}
+	withCM := httpExecutorForTest(t, Env{Secrets: secrets.Resolver{LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}})
+	if err := withCM.Execute(context.Background(), cmd); err != nil {
+		t.Fatalf("Execute with the ConfigMap set: %v", err)
+	}
+	if v := nextRequest(t, got).header.Get("A"); v != "from-the-configmap" {
+		t.Errorf("header A = %q; want the ConfigMap's value", v)
+	}
 
 	// A basic auth secret that is missing fails the command before any request.
 	cmd = httpCommand(t, "c", HTTPRequest{URL: srv.URL, Method: http.MethodPost, BasicAuth: &api.BasicAuth{Password: &api.SecretKeySelector{Name: "nope", Key: "pass"}}})
 	if err := x.Execute(context.Background(), cmd); !errors.Is(err, secrets.ErrNotFound) || !strings.Contains(err.Error(), "http.basicAuth.password") {
 		t.Errorf("Execute = %v; want secret not found naming http.basicAuth.password", err)
+	}
+	noRequest(t, got)
+}
+
+// TestHTTPSecureHeadersFromKubeAPI: in a cluster, secure headers come from the ConfigMap and the
+// Secret in the Kubernetes API; a Secret of the ConfigMap's name is not used.
+func TestHTTPSecureHeadersFromKubeAPI(t *testing.T) {
+	kube := kubetest.Start(t)
+	dyn, err := dynamic.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretGVR := schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+	mustCreate(t, dyn.Resource(nsGVR), "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n")
+	mustCreate(t, dyn.Resource(configMapGVR).Namespace("team-a"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hook}\ndata: {tenant: acme-42}\n")
+	mustCreate(t, dyn.Resource(secretGVR).Namespace("team-a"), "apiVersion: v1\nkind: Secret\nmetadata: {name: hook}\nstringData: {tenant: not-this-one, token: tok-from-api-7}\n")
+	kubeSecrets, err := secrets.NewKube(kube.Config, "team-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := httpExecutorForTest(t, Env{Secrets: secrets.Resolver{LookupEnv: func(string) (string, bool) { return "", false }, Kube: kubeSecrets}})
+	srv, got := recordingServer(t, http.StatusOK)
+	header := func(key string) []*api.SecureHeader {
+		return []*api.SecureHeader{
+			{Name: "X-Tenant", ValueFrom: &api.ValueFromSource{ConfigMapKeyRef: &api.ConfigMapKeySelector{Name: "hook", Key: key}}},
+			{Name: "X-Api-Token", ValueFrom: &api.ValueFromSource{SecretKeyRef: &api.SecretKeySelector{Name: "hook", Key: "token"}}},
+		}
+	}
+
+	cmd := httpCommand(t, "c1", HTTPRequest{URL: srv.URL, Method: http.MethodPost, SecureHeaders: header("tenant")})
+	if err := x.Execute(context.Background(), cmd); err != nil {
+		t.Fatalf("Execute: %v", err)
+	}
+	r := nextRequest(t, got)
+	if a, b := r.header.Get("X-Tenant"), r.header.Get("X-Api-Token"); a != "acme-42" || b != "tok-from-api-7" {
+		t.Errorf("X-Tenant = %q, X-Api-Token = %q; want the ConfigMap's acme-42 and the Secret's token", a, b)
+	}
+
+	cmd = httpCommand(t, "c2", HTTPRequest{URL: srv.URL, Method: http.MethodPost, SecureHeaders: header("missing")})
+	err = x.Execute(context.Background(), cmd)
+	if !errors.Is(err, secrets.ErrNotFound) || !strings.Contains(err.Error(), "http.secureHeaders[0] (X-Tenant)") ||
+		!strings.Contains(err.Error(), `ConfigMap hook in namespace team-a has no key "missing"`) {
+		t.Errorf("Execute = %v; want not found naming the header and the ConfigMap's missing key", err)
 	}
 	noRequest(t, got)
 }
