@@ -88,6 +88,11 @@ func definitionFiles(path string) ([]string, error) {
 		if err != nil {
 			return err
 		}
+		if d.IsDir() && p != path && strings.HasPrefix(d.Name(), "..") {
+			// A mounted ConfigMap or Secret keeps its files in a hidden ..<timestamp> folder
+			// and links them from the top; reading both would load every definition twice.
+			return filepath.SkipDir
+		}
 		switch strings.ToLower(filepath.Ext(p)) {
 		case ".yaml", ".yml", ".json":
 			if !d.IsDir() {

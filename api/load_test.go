@@ -2,6 +2,8 @@ package api
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -173,5 +175,33 @@ spec:
 	msg := docs[0].Err.Error()
 	if !strings.Contains(msg, "spec.triggers[0].parameters[0].dest: missing") || strings.Contains(msg, "payload[0].dest") {
 		t.Errorf("an empty dest is the whole payload in http.payload, and missing elsewhere; got %q", msg)
+	}
+}
+
+// TestLoadPathsMountedConfigMap reads a folder laid out as Kubernetes mounts a ConfigMap: the
+// files live in a hidden ..<timestamp> folder, linked through ..data from the top. Each
+// definition must load once.
+func TestLoadPathsMountedConfigMap(t *testing.T) {
+	dir := t.TempDir()
+	stamp := filepath.Join(dir, "..2026_11_22_01_00_00.123")
+	if err := os.Mkdir(stamp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sensor := "apiVersion: argoproj.io/v1alpha1\nkind: Sensor\nmetadata: {name: s}\nspec:\n  dependencies: [{name: d, eventSourceName: e, eventName: x}]\n  triggers: [{template: {name: t, log: {}}}]\n"
+	if err := os.WriteFile(filepath.Join(stamp, "sensor.yaml"), []byte(sensor), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(stamp), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("..data", "sensor.yaml"), filepath.Join(dir, "sensor.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	docs, err := LoadPaths(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) != 1 || docs[0].Sensor == nil {
+		t.Fatalf("loaded %d documents (%v); want the one sensor once", len(docs), docs)
 	}
 }
