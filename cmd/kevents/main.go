@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/kevents/kevents/internal/kclient"
 	"github.com/kevents/kevents/topology"
@@ -28,15 +30,52 @@ type globalFlags struct {
 	partitions  int32
 	replication int16
 	logLevel    string
+	manageTopic bool
+	security    kafkaSecurity
 }
 
 func (g *globalFlags) topology() (*topology.Topology, error) {
 	return topology.New(topology.Prefix(g.topicPrefix), topology.Partitions(g.partitions), topology.ReplicationFactor(g.replication))
 }
 
-func (g *globalFlags) kafka() (kclient.Config, error) {
-	b, err := kclient.ParseBrokers(g.brokers)
-	return kclient.Config{Brokers: b}, err
+// kafka is the Kafka connection the flags describe; brokers may be empty only when allowed.
+func (g *globalFlags) kafka(brokersOptional bool) (kclient.Config, error) {
+	var c kclient.Config
+	if g.brokers != "" || !brokersOptional {
+		b, err := kclient.ParseBrokers(g.brokers)
+		if err != nil {
+			return c, err
+		}
+		c.Brokers = b
+	}
+	if err := g.security.apply(&c); err != nil {
+		return c, err
+	}
+	if len(c.Brokers) == 0 && (c.TLS != nil || c.SASL != nil) {
+		return c, errors.New("--kafka-tls* and --kafka-sasl-*: only with --brokers; the embedded broker speaks plaintext")
+	}
+	return c, nil
+}
+
+// bindEnv gives every flag an environment variable, KEVENTS_ and the flag's name in capitals
+// with - as _ (KEVENTS_BROKERS, KEVENTS_KAFKA_SASL_MECHANISM), used when the flag is not given:
+// containers are configured through the environment.
+func bindEnv(cmd *cobra.Command) error {
+	var errs []error
+	set := func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		name := "KEVENTS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %q: %w", name, v, err))
+			}
+		}
+	}
+	cmd.Flags().VisitAll(set)
+	cmd.InheritedFlags().VisitAll(set)
+	return errors.Join(errs...)
 }
 
 func (g *globalFlags) logger() (*slog.Logger, error) {
@@ -57,8 +96,9 @@ sources produce CloudEvents to Kafka topics, sensors match them in Kafka transac
 emit trigger commands, and the executor runs the triggers.
 
 Without --brokers, 'kevents run' starts an embedded Kafka-protocol broker.`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return bindEnv(cmd) },
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.brokers, "brokers", "", "Kafka bootstrap brokers host:port[,host:port...]; empty: 'run' starts the embedded broker")
@@ -66,7 +106,10 @@ Without --brokers, 'kevents run' starts an embedded Kafka-protocol broker.`,
 	pf.Int32Var(&g.partitions, "partitions", 12, "partitions of the topics kevents creates")
 	pf.Int16Var(&g.replication, "replication-factor", -1, "replication factor of the topics kevents creates (-1: the broker's default)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	pf.BoolVar(&g.manageTopic, "manage-topics", true, "create kevents' topics and align their configs at start; false where they are managed elsewhere (Strimzi KafkaTopics, see 'kevents topology render')")
+	g.security.addFlags(pf)
 	root.AddCommand(newRunCmd(g), newValidateCmd(), newTopologyCmd(g), newVersionCmd())
+	root.AddCommand(newStageCommands(g)...)
 	return root
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,16 +28,47 @@ import (
 	"github.com/kevents/kevents/trigger"
 )
 
-// runConfig is everything `kevents run` needs; tests fill it directly.
+// stages are the parts of the pipeline a process runs.
+type stages int
+
+const (
+	stageSources stages = 1 << iota
+	stageSensor
+	stageExecutor
+	allStages = stageSources | stageSensor | stageExecutor
+)
+
+func (s stages) has(x stages) bool { return s&x != 0 }
+
+// kinds are the definition kinds the stages read.
+func (s stages) kinds() []string {
+	var k []string
+	if s.has(stageSources) {
+		k = append(k, api.KindEventSource)
+	}
+	if s.has(stageSensor) {
+		k = append(k, api.KindSensor)
+	}
+	return k
+}
+
+// runConfig is everything `kevents run` and the one-stage commands need; tests fill it directly.
 type runConfig struct {
+	stages         stages // zero means all
 	paths          []string
-	brokers        []string // empty: start the embedded broker
+	watchCluster   bool           // read definitions from the Kubernetes API instead of files
+	watchNamespace string         // namespace watched with watchCluster; allNamespaces for every one
+	watchArgo      bool           // also watch argoproj.io EventSources and Sensors
+	kafka          kclient.Config // brokers empty: start the embedded broker
+	externalTopics bool           // topics are managed elsewhere: never create or alter them
 	dataDir        string
 	brokerPort     int
 	topology       *topology.Topology
 	metricsAddr    string
 	member         string
 	secretsDir     string
+	secretsNS      string // namespace of the Secrets and ConfigMaps read from the API; empty: the pod's
+	kubeconfig     string
 	publishTimeout time.Duration
 	reloadInterval time.Duration // how often definition files are checked for changes; 0: never
 	logger         *slog.Logger
@@ -51,24 +83,49 @@ type running struct {
 }
 
 func newRunCmd(g *globalFlags) *cobra.Command {
-	cfg := runConfig{}
-	cmd := &cobra.Command{
-		Use:   "run -f PATH [-f PATH...]",
-		Short: "Run sources, sensors and the executor in one process",
-		Long: `run loads the EventSources and Sensors under the given files and folders and runs every
-stage in this process: the sources, the sensor pool member and the executor pool member.
+	return newStageCmd(g, allStages, "run -f PATH [-f PATH...]", "Run sources, sensors and the executor in one process",
+		`run loads the EventSources and Sensors under the given files and folders (or, with
+--watch-cluster, from the Kubernetes API) and runs every stage in this process: the sources, the
+sensor pool member and the executor pool member.
 
 Without --brokers it starts an embedded Kafka-protocol broker that keeps its topics, records
 and offsets in --data-dir, so a restart neither loses nor repeats anything; it prints the
 broker's address, which any Kafka client (kcat, say) can use. With --brokers it uses that
-cluster. Either way it creates the topics it needs first (see 'kevents topology').`,
-		Args: cobra.NoArgs,
+cluster. Either way it creates the topics it needs first (see 'kevents topology').`)
+}
+
+// newStageCommands are `kevents source`, `kevents sensor` and `kevents executor`: one stage per
+// process, each scaled by adding replicas to its consumer group.
+func newStageCommands(g *globalFlags) []*cobra.Command {
+	const shared = `
+
+It needs --brokers: the stages of one installation meet in a shared Kafka cluster. Stop it with
+SIGTERM: it leaves its consumer group cleanly, so its partitions move at once.`
+	return []*cobra.Command{
+		newStageCmd(g, stageSources, "source", "Run the EventSources only",
+			"source runs the EventSources (webhooks, queues, schedules, ...) and writes their events to Kafka."+shared),
+		newStageCmd(g, stageSensor, "sensor", "Run a sensor pool member only",
+			"sensor runs a member of the sensor pool: it matches events, keeps join state and emits commands."+shared),
+		newStageCmd(g, stageExecutor, "executor", "Run an executor pool member only",
+			"executor runs a member of the executor pool: it runs the commands the sensors emit. It needs no\ndefinitions."+shared),
+	}
+}
+
+func newStageCmd(g *globalFlags, st stages, use, short, long string) *cobra.Command {
+	cfg := runConfig{stages: st}
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long:  long,
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if g.brokers != "" {
-				if cfg.brokers, err = kclient.ParseBrokers(g.brokers); err != nil {
-					return err
-				}
+			if cfg.kafka, err = g.kafka(st == allStages); err != nil {
+				return err
+			}
+			cfg.externalTopics = !g.manageTopic
+			if err := cfg.checkFlags(); err != nil {
+				return err
 			}
 			if cfg.topology, err = g.topology(); err != nil {
 				return err
@@ -82,19 +139,47 @@ cluster. Either way it creates the topics it needs first (see 'kevents topology'
 	}
 	host, _ := os.Hostname()
 	f := cmd.Flags()
-	f.StringArrayVarP(&cfg.paths, "file", "f", nil, "a definitions file or folder (repeatable)")
-	f.StringVar(&cfg.dataDir, "data-dir", defaultDataDir(), "folder of the embedded broker's data (ignored with --brokers)")
-	f.IntVar(&cfg.brokerPort, "broker-port", 9092, "port of the embedded broker on 127.0.0.1 (ignored with --brokers)")
+	if st.has(stageSources | stageSensor) {
+		f.StringArrayVarP(&cfg.paths, "file", "f", nil, "a definitions file or folder (repeatable)")
+		f.BoolVar(&cfg.watchCluster, "watch-cluster", false, "read EventSources and Sensors (kevents.io/v1alpha1) from the Kubernetes API and apply changes live, instead of -f")
+		f.StringVar(&cfg.watchNamespace, "watch-namespace", defaultWatchNamespace(), "namespace watched with --watch-cluster; * for all namespaces")
+		f.BoolVar(&cfg.watchArgo, "watch-argo", false, "with --watch-cluster, also run argoproj.io/v1alpha1 EventSources and Sensors (for clusters without Argo Events' controller)")
+		f.DurationVar(&cfg.reloadInterval, "reload-interval", 2*time.Second, "how often to check the -f files for changes (0: never)")
+	}
+	if st == allStages {
+		f.StringVar(&cfg.dataDir, "data-dir", defaultDataDir(), "folder of the embedded broker's data (ignored with --brokers)")
+		f.IntVar(&cfg.brokerPort, "broker-port", 9092, "port of the embedded broker on 127.0.0.1 (ignored with --brokers)")
+	}
 	f.StringVar(&cfg.metricsAddr, "metrics-addr", "127.0.0.1:9090", "address serving /metrics, /healthz and /readyz")
-	f.StringVar(&cfg.member, "member", host, "name of this member in the sensor pool; stable across restarts and unique in the pool")
-	f.StringVar(&cfg.secretsDir, "secrets-dir", "", "folder with one folder per Secret and one file per key (<dir>/<name>/<key>); environment variables KEVENTS_SECRET_<NAME>__<KEY> are read too")
-	f.DurationVar(&cfg.publishTimeout, "publish-timeout", 10*time.Second, "how long a webhook waits for Kafka to acknowledge an event before answering 503")
-	f.DurationVar(&cfg.reloadInterval, "reload-interval", 2*time.Second, "how often to check the -f files for changed Sensors (0: never); EventSource changes need a restart")
-	_ = cmd.MarkFlagRequired("file")
+	f.StringVar(&cfg.member, "member", host, "name of this member in the sensor, executor and owned-sources pools; stable across restarts and unique in the pool")
+	f.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig file for --watch-cluster and the k8s and argoWorkflow triggers (default: $KUBECONFIG, else the pod's service account)")
+	if st.has(stageSources | stageExecutor) {
+		f.StringVar(&cfg.secretsDir, "secrets-dir", "", "folder with one folder per Secret and one file per key (<dir>/<name>/<key>); environment variables KEVENTS_SECRET_<NAME>__<KEY> are read too")
+		f.StringVar(&cfg.secretsNS, "secrets-namespace", "", "namespace whose Secrets and ConfigMaps are read from the Kubernetes API when neither --secrets-dir nor the environment holds them (default: the pod's namespace, else default)")
+	}
+	if st.has(stageSources) {
+		f.DurationVar(&cfg.publishTimeout, "publish-timeout", 10*time.Second, "how long a webhook waits for Kafka to acknowledge an event before answering 503")
+	}
 	return cmd
 }
 
-// runAll runs every stage until ctx ends. onReady, if set, is called once all stages are up.
+// checkFlags enforces what the flags cannot say alone.
+func (cfg *runConfig) checkFlags() error {
+	needDefs := cfg.stages.has(stageSources | stageSensor)
+	switch {
+	case needDefs && len(cfg.paths) > 0 && cfg.watchCluster:
+		return errors.New("-f and --watch-cluster: use one; definitions come from files or from the cluster")
+	case needDefs && len(cfg.paths) == 0 && !cfg.watchCluster:
+		return errors.New("-f: missing; give definition files or folders, or --watch-cluster")
+	case cfg.watchArgo && !cfg.watchCluster:
+		return errors.New("--watch-argo: only with --watch-cluster")
+	case cfg.stages != allStages && len(cfg.kafka.Brokers) == 0:
+		return errors.New("--brokers: missing; a single stage meets the others in a shared Kafka cluster (kevents run starts an embedded one)")
+	}
+	return nil
+}
+
+// runAll runs the configured stages until ctx ends. onReady, if set, is called once they are up.
 func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 	log := cfg.logger
 	if log == nil {
@@ -103,12 +188,19 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 	if cfg.out == nil {
 		cfg.out = io.Discard
 	}
+	if cfg.stages == 0 {
+		cfg.stages = allStages
+	}
 	m := cfg.metrics
 	if m == nil {
 		m = metrics.New()
 	}
 
-	docs, err := checkDocuments(cfg.paths)
+	kube, err := kubeConfig(cfg.kubeconfig)
+	if err != nil {
+		return err
+	}
+	kubeSecrets, err := secrets.NewKube(kube, cfg.secretsNS)
 	if err != nil {
 		return err
 	}
@@ -116,27 +208,35 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 		sources []*api.EventSource
 		sensors []*api.Sensor
 		loaded  []api.Document
-		errs    []error
+		watch   *clusterWatch
 	)
-	for _, d := range docs {
-		switch {
-		case d.Err != nil:
-			errs = append(errs, d.Err)
-		case d.EventSource != nil:
-			sources = append(sources, d.EventSource)
-		case d.Sensor != nil:
-			sensors = append(sensors, d.Sensor)
+	switch {
+	case cfg.watchCluster:
+		if watch, err = newClusterWatch(kube, cfg.watchNamespace, cfg.watchArgo, cfg.stages.kinds(), log); err != nil {
+			return err
 		}
-		loaded = append(loaded, d.Document)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("definitions cannot run (see 'kevents validate'):\n%w", err)
-	}
-	if len(sources)+len(sensors) == 0 {
-		return fmt.Errorf("-f %s: no EventSource or Sensor found", strings.Join(cfg.paths, ", "))
+	case len(cfg.paths) > 0:
+		docs, err := checkDocuments(cfg.paths)
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, d := range docs {
+			if d.Err != nil {
+				errs = append(errs, d.Err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return fmt.Errorf("definitions cannot run (see 'kevents validate'):\n%w", err)
+		}
+		sources, sensors, loaded = split(docs)
+		if len(sources)+len(sensors) == 0 {
+			return fmt.Errorf("-f %s: no EventSource or Sensor found", strings.Join(cfg.paths, ", "))
+		}
 	}
 
-	brokers := cfg.brokers
+	kc := cfg.kafka
+	brokers := kc.Brokers
 	if len(brokers) == 0 {
 		b, err := broker.Start(cfg.dataDir, cfg.brokerPort)
 		if err != nil {
@@ -146,21 +246,28 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 		brokers = b.Addrs()
 		fmt.Fprintf(cfg.out, "embedded Kafka broker listening on %s (data in %s)\n", strings.Join(brokers, ","), b.DataDir())
 	}
-	kc := kclient.Config{Brokers: brokers}
+	kc.Brokers = brokers
 
 	admClient, err := kc.NewClient()
 	if err != nil {
 		return err
 	}
 	defer admClient.Close()
-	applyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	results, err := cfg.topology.Apply(applyCtx, kadm.NewClient(admClient), sourceTopics(cfg.topology, loaded)...)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("topology: %w", err)
+	adm := kadm.NewClient(admClient)
+	applyTopics := func(ctx context.Context, docs []api.Document) error {
+		if cfg.externalTopics {
+			return nil
+		}
+		applyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		results, err := cfg.topology.Apply(applyCtx, adm, sourceTopics(cfg.topology, docs)...)
+		for _, r := range results {
+			log.Debug("topology", "result", r.String())
+		}
+		return err
 	}
-	for _, r := range results {
-		log.Debug("topology", "result", r.String())
+	if err := applyTopics(ctx, loaded); err != nil {
+		return fmt.Errorf("topology: %w", err)
 	}
 
 	runCtx, stop := context.WithCancel(ctx)
@@ -172,7 +279,7 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 	m.AddReadyCheck("kafka", admClient.Ping)
 
 	var wg sync.WaitGroup
-	stageErrs := make(chan error, 3)
+	stageErrs := make(chan error, 4)
 	goStage := func(name string, fn func() error) {
 		wg.Add(1)
 		go func() {
@@ -183,71 +290,83 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 			}
 		}()
 	}
-	goStage("executor", func() error {
-		return trigger.RunExecutor(runCtx, trigger.ExecutorConfig{
-			Kafka: kc, Topology: cfg.topology, Member: cfg.member, Metrics: m, Logger: log,
-			Env: trigger.Env{Logger: log, Secrets: secrets.Resolver{Dir: cfg.secretsDir}},
+	if cfg.stages.has(stageExecutor) {
+		goStage("executor", func() error {
+			return trigger.RunExecutor(runCtx, trigger.ExecutorConfig{
+				Kafka: kc, Topology: cfg.topology, Member: cfg.member, Metrics: m, Logger: log,
+				Env: trigger.Env{Logger: log, Secrets: secrets.Resolver{Dir: cfg.secretsDir, Kube: kubeSecrets}, Kube: kube},
+			})
 		})
-	})
-	updates := make(chan []*api.Sensor, 1)
-	goStage("sensor", func() error {
-		return sensor.Run(runCtx, sensor.Config{
-			Kafka: kc, Topology: cfg.topology, Sensors: sensors, Member: cfg.member, Metrics: m, Logger: log,
-			Updates: updates,
+	}
+	sensorUpdates := make(chan []*api.Sensor, 1)
+	if cfg.stages.has(stageSensor) {
+		goStage("sensor", func() error {
+			return sensor.Run(runCtx, sensor.Config{
+				Kafka: kc, Topology: cfg.topology, Sensors: sensors, Member: cfg.member, Metrics: m, Logger: log,
+				Updates: sensorUpdates,
+			})
 		})
-	})
-	if cfg.reloadInterval > 0 {
-		adm := kadm.NewClient(admClient)
-		go watchDefinitions(runCtx, cfg, log, func(docs []checked) {
-			var next []*api.Sensor
-			var loaded []api.Document
-			for _, d := range docs {
-				if d.Sensor != nil {
-					next = append(next, d.Sensor)
-				}
-				loaded = append(loaded, d.Document)
-			}
-			applyCtx, cancel := context.WithTimeout(runCtx, 30*time.Second)
-			defer cancel()
-			if _, err := cfg.topology.Apply(applyCtx, adm, sourceTopics(cfg.topology, loaded)...); err != nil {
-				log.Error("definitions changed but their topics cannot be created; keeping the running ones", "err", err)
-				return
-			}
-			select { // only the newest set matters
-			case <-updates:
-			default:
-			}
-			updates <- next
-		})
+	}
+	sourceUpdates := make(chan []*api.EventSource, 1)
+	if cfg.stages.has(stageSources) {
+		producer, err := kc.NewClient(source.ProducerOpts()...)
+		if err != nil {
+			stop()
+			wg.Wait()
+			return err
+		}
+		defer producer.Close()
+		env := source.Env{
+			Topology: cfg.topology, Publisher: source.KafkaPublisher{Client: producer},
+			Secrets: secrets.Resolver{Dir: cfg.secretsDir, Kube: kubeSecrets}, Metrics: m, Logger: log,
+			PublishTimeout: cfg.publishTimeout, Kafka: kc, Member: cfg.member,
+		}
+		// Started here rather than in the stage, so that a port in use fails the start.
+		waitSources, err := startSources(runCtx, env, sources, cfg.out)
+		if err != nil {
+			stop()
+			wg.Wait()
+			return err
+		}
+		goStage("sources", func() error { return superviseSources(runCtx, env, waitSources, sourceUpdates, cfg.out, log) })
 	}
 
-	producer, err := kc.NewClient(source.ProducerOpts()...)
-	if err != nil {
-		stop()
-		wg.Wait()
-		return err
-	}
-	defer producer.Close()
-	waitSources, err := source.Run(runCtx, &source.Env{
-		Topology: cfg.topology, Publisher: source.KafkaPublisher{Client: producer},
-		Secrets: secrets.Resolver{Dir: cfg.secretsDir}, Metrics: m, Logger: log,
-		PublishTimeout: cfg.publishTimeout,
-	}, sources)
-	if err != nil {
-		stop()
-		wg.Wait()
-		return err
-	}
-	goStage("sources", waitSources)
-
-	for _, es := range sources {
-		for _, ev := range es.Spec.Events() {
-			if ev.Webhook != nil {
-				fmt.Fprintf(cfg.out, "webhook %s/%s: %s http://localhost:%s%s\n", es.Metadata.Name, ev.Name, ev.Webhook.Method, ev.Webhook.Port, ev.Webhook.Endpoint)
+	// apply hands a new set of definitions to the stages; the newest set wins.
+	var current struct{ sources, sensors string }
+	current.sources, current.sensors = fingerprint(sources), fingerprint(sensors)
+	apply := func(docs []checked) {
+		var ok []checked
+		for _, d := range docs {
+			if d.Err == nil {
+				ok = append(ok, d)
 			}
 		}
+		srcs, sens, loaded := split(ok)
+		if err := applyTopics(runCtx, loaded); err != nil {
+			log.Error("definitions changed but their topics cannot be created; keeping the running ones", "err", err)
+			return
+		}
+		if fp := fingerprint(sens); cfg.stages.has(stageSensor) && fp != current.sensors {
+			current.sensors = fp
+			replace(sensorUpdates, sens)
+		}
+		if fp := fingerprint(srcs); cfg.stages.has(stageSources) && fp != current.sources {
+			current.sources = fp
+			replace(sourceUpdates, srcs)
+		}
 	}
-	fmt.Fprintf(cfg.out, "kevents is running: %d eventsource(s), %d sensor(s); metrics on http://%s/metrics\n", len(sources), len(sensors), metricsAddr)
+	switch {
+	case watch != nil:
+		goStage("definitions", func() error { return watch.run(runCtx, apply) })
+	case cfg.reloadInterval > 0 && len(cfg.paths) > 0:
+		go watchDefinitions(runCtx, cfg, log, apply)
+	}
+
+	what := fmt.Sprintf("%d eventsource(s), %d sensor(s)", len(sources), len(sensors))
+	if watch != nil {
+		what = "definitions from the Kubernetes API"
+	}
+	fmt.Fprintf(cfg.out, "kevents is running: %s; metrics on http://%s/metrics\n", what, metricsAddr)
 	if onReady != nil {
 		onReady(running{brokers: brokers, metricsAddr: metricsAddr.String()})
 	}
@@ -260,6 +379,99 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 		stageErr = append(stageErr, err)
 	}
 	return errors.Join(stageErr...)
+}
+
+// split sorts checked documents into EventSources and Sensors.
+func split(docs []checked) (sources []*api.EventSource, sensors []*api.Sensor, loaded []api.Document) {
+	for _, d := range docs {
+		switch {
+		case d.EventSource != nil:
+			sources = append(sources, d.EventSource)
+		case d.Sensor != nil:
+			sensors = append(sensors, d.Sensor)
+		}
+		loaded = append(loaded, d.Document)
+	}
+	return sources, sensors, loaded
+}
+
+// fingerprint identifies a set of definitions by content, so unchanged sets are not reapplied.
+func fingerprint[T any](defs []T) string {
+	b, _ := json.Marshal(defs)
+	return string(b)
+}
+
+// replace puts v in a one-slot channel, dropping a value not yet taken: only the newest matters.
+func replace[T any](ch chan T, v T) {
+	select {
+	case <-ch:
+	default:
+	}
+	ch <- v
+}
+
+// startSources runs a set of EventSources and prints their webhook addresses.
+func startSources(ctx context.Context, env source.Env, sources []*api.EventSource, out io.Writer) (wait func() error, err error) {
+	wait, err = source.Run(ctx, &env, sources)
+	if err != nil {
+		return nil, err
+	}
+	for _, es := range sources {
+		for _, ev := range es.Spec.Events() {
+			if ev.Webhook != nil {
+				fmt.Fprintf(out, "webhook %s/%s: %s http://localhost:%s%s\n", es.Metadata.Name, ev.Name, ev.Webhook.Method, ev.Webhook.Port, ev.Webhook.Endpoint)
+			}
+		}
+	}
+	return wait, nil
+}
+
+// superviseSources runs the sources until ctx ends, restarting them with each new set. A
+// restart stops the old set first (its webhooks answer until then, and acknowledge only what
+// Kafka took), so ports are free for the new one. A set that cannot start is reported and the
+// sources stay down until the next set: the stage keeps running and readiness says so.
+func superviseSources(ctx context.Context, env source.Env, wait func() error, updates <-chan []*api.EventSource, out io.Writer, log *slog.Logger) error {
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	watch := func(wait func() error) { go func() { done <- wait() }() }
+	running := wait != nil
+	if running {
+		watch(wait)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			cancel()
+			if running {
+				return <-done
+			}
+			return nil
+		case err := <-done:
+			// An empty set, or pull sources that all finished, end without error: wait for
+			// the next set. A source that failed takes the stage down.
+			running = false
+			if err != nil {
+				cancel()
+				return err
+			}
+		case next := <-updates:
+			cancel()
+			if running {
+				if err := <-done; err != nil {
+					return err
+				}
+			}
+			log.Info("eventsources changed; restarting the sources", "eventsources", len(next))
+			runCtx, cancel = context.WithCancel(ctx)
+			w, err := startSources(runCtx, env, next, out)
+			running = err == nil
+			if err != nil {
+				log.Error("the new eventsources cannot start; no sources run until they change", "err", err)
+				continue
+			}
+			watch(w)
+		}
+	}
 }
 
 // watchDefinitions checks the definition files every cfg.reloadInterval and hands the new
@@ -295,7 +507,7 @@ func watchDefinitions(ctx context.Context, cfg runConfig, log *slog.Logger, appl
 			log.Error("definitions changed but cannot run; keeping the running ones", "err", err)
 			continue
 		}
-		log.Info("definitions changed; reloading sensors")
+		log.Info("definitions changed; reloading")
 		apply(docs)
 	}
 }

@@ -27,21 +27,26 @@ func checkDocuments(paths []string) ([]checked, error) {
 	}
 	out := make([]checked, len(docs))
 	for i, d := range docs {
-		c := checked{Document: d, Err: d.Err}
-		switch {
-		case c.Err != nil:
-		case d.EventSource != nil:
-			if err := source.Check(d.EventSource); err != nil {
-				c.Err = fmt.Errorf("%s: %w", d, err)
-			}
-		case d.Sensor != nil:
-			if err := sensor.Check(d.Sensor); err != nil {
-				c.Err = fmt.Errorf("%s: %w", d, err)
-			}
-		}
-		out[i] = c
+		out[i] = checkDocument(d)
 	}
 	return out, nil
+}
+
+// checkDocument checks one loaded document as the runtime would.
+func checkDocument(d api.Document) checked {
+	c := checked{Document: d, Err: d.Err}
+	switch {
+	case c.Err != nil:
+	case d.EventSource != nil:
+		if err := source.Check(d.EventSource); err != nil {
+			c.Err = fmt.Errorf("%s: %w", d, err)
+		}
+	case d.Sensor != nil:
+		if err := sensor.Check(d.Sensor); err != nil {
+			c.Err = fmt.Errorf("%s: %w", d, err)
+		}
+	}
+	return c
 }
 
 // validateSummary counts the outcome of a validation.

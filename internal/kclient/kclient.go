@@ -1,14 +1,16 @@
 // Package kclient holds the franz-go client options every kevents stage shares, so that a
-// setting (brokers, client id, SASL later) is decided in one place.
+// setting (brokers, client id, TLS, SASL) is decided in one place.
 package kclient
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
 )
 
 // SessionTimeout is the consumer-group session timeout of every stage. Members are static (the
@@ -21,6 +23,10 @@ const SessionTimeout = 15 * time.Second
 type Config struct {
 	Brokers  []string
 	ClientID string
+	// TLS, when set, encrypts every connection (Strimzi's TLS listener, say).
+	TLS *tls.Config
+	// SASL, when set, authenticates every connection.
+	SASL sasl.Mechanism
 }
 
 // ParseBrokers splits a --brokers value ("host:port,host:port").
@@ -48,7 +54,14 @@ func (c Config) Opts(extra ...kgo.Opt) []kgo.Opt {
 	if id == "" {
 		id = "kevents"
 	}
-	return append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(id)}, extra...)
+	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(id)}
+	if c.TLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(c.TLS.Clone()))
+	}
+	if c.SASL != nil {
+		opts = append(opts, kgo.SASL(c.SASL))
+	}
+	return append(opts, extra...)
 }
 
 // NewClient returns a client of this cluster.
