@@ -13,7 +13,7 @@ KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION
 	-X k8s.io/component-base/version.gitTreeState=clean \
 	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION)
 
-.PHONY: all build run test vet fmt-check bench clean kube
+.PHONY: all build run test vet fmt-check bench clean kube test-servers
 
 all: build
 
@@ -43,14 +43,21 @@ bench:
 	$(GO) test -run '^$$' -bench 'BenchmarkMatchExprs|BenchmarkScriptFilter|BenchmarkTransform' -benchmem ./sensor/
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/cloudevent/
 
-## kube: build kube-apiserver and kubectl for the tests (about 7 minutes once) and install etcd
-kube: $(KUBE_ASSETS)/kube-apiserver $(KUBE_ASSETS)/kubectl
-	@command -v etcd >/dev/null || { \
-		echo "installing etcd-server (Debian)"; \
+## test-servers: everything the tests start that Go code cannot: kube (below) and Debian's
+## etcd-server and redis-server. Tests skip without them unless KEVENTS_REQUIRE_* is set (CI).
+test-servers: kube
+	@missing=""; for p in etcd:etcd-server redis-server:redis-server; do \
+		command -v $${p%%:*} >/dev/null || missing="$$missing $${p#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (Debian)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get install -y -q etcd-server >/dev/null 2>&1 || \
-		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q etcd-server >/dev/null; }; }
-	@command -v etcd >/dev/null && echo "kube test servers ready in $(KUBE_ASSETS)"
+		$$SUDO apt-get install -y -q $$missing >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+	@command -v etcd >/dev/null && command -v redis-server >/dev/null && echo "test servers ready"
+
+## kube: build kube-apiserver and kubectl for the tests (about 7 minutes, once)
+kube: $(KUBE_ASSETS)/kube-apiserver $(KUBE_ASSETS)/kubectl
 
 $(KUBE_ASSETS)/kube-apiserver $(KUBE_ASSETS)/kubectl &: hack/kube/go.mod hack/kube/go.sum
 	mkdir -p $(KUBE_ASSETS)

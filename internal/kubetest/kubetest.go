@@ -73,14 +73,14 @@ func binaries() (apiserver, kubectl, etcd string, err error) {
 	var missing []string
 	for _, p := range []string{apiserver, kubectl} {
 		if _, err := os.Stat(p); err != nil {
-			missing = append(missing, p+" (run `make kube`; it builds it once, about 7 minutes)")
+			missing = append(missing, p+" (run `make test-servers`; it builds it once, about 7 minutes)")
 		}
 	}
 	if etcd, err = exec.LookPath("etcd"); err != nil {
 		if _, err2 := os.Stat(filepath.Join(dir, "etcd")); err2 == nil {
 			etcd, err = filepath.Join(dir, "etcd"), nil
 		} else {
-			missing = append(missing, "etcd (apt-get install etcd-server)")
+			missing = append(missing, "etcd (`make test-servers` installs Debian's etcd-server)")
 		}
 	}
 	if len(missing) > 0 {
