@@ -68,37 +68,37 @@ type EventSourceSpec struct {
 
 	Webhook map[string]WebhookEventSource `json:"webhook,omitempty"`
 
-	Minio             map[string]Opaque              `json:"minio,omitempty"`
-	Calendar          map[string]CalendarEventSource `json:"calendar,omitempty"`
-	File              map[string]Opaque              `json:"file,omitempty"`
-	Resource          map[string]Opaque              `json:"resource,omitempty"`
-	AMQP              map[string]Opaque              `json:"amqp,omitempty"`
-	Kafka             map[string]KafkaEventSource    `json:"kafka,omitempty"`
-	MQTT              map[string]Opaque              `json:"mqtt,omitempty"`
-	NATS              map[string]NATSEventsSource    `json:"nats,omitempty"`
-	SNS               map[string]Opaque              `json:"sns,omitempty"`
-	SQS               map[string]SQSEventSource      `json:"sqs,omitempty"`
-	PubSub            map[string]Opaque              `json:"pubSub,omitempty"`
-	Github            map[string]GithubEventSource   `json:"github,omitempty"`
-	Gitlab            map[string]GitlabEventSource   `json:"gitlab,omitempty"`
-	HDFS              map[string]Opaque              `json:"hdfs,omitempty"`
-	Slack             map[string]Opaque              `json:"slack,omitempty"`
-	StorageGrid       map[string]Opaque              `json:"storageGrid,omitempty"`
-	AzureEventsHub    map[string]Opaque              `json:"azureEventsHub,omitempty"`
-	Stripe            map[string]Opaque              `json:"stripe,omitempty"`
-	Emitter           map[string]Opaque              `json:"emitter,omitempty"`
-	Redis             map[string]Opaque              `json:"redis,omitempty"`
-	NSQ               map[string]Opaque              `json:"nsq,omitempty"`
-	Pulsar            map[string]Opaque              `json:"pulsar,omitempty"`
-	Generic           map[string]Opaque              `json:"generic,omitempty"`
-	BitbucketServer   map[string]Opaque              `json:"bitbucketserver,omitempty"`
-	Bitbucket         map[string]Opaque              `json:"bitbucket,omitempty"`
-	RedisStream       map[string]Opaque              `json:"redisStream,omitempty"`
-	AzureServiceBus   map[string]Opaque              `json:"azureServiceBus,omitempty"`
-	AzureQueueStorage map[string]Opaque              `json:"azureQueueStorage,omitempty"`
-	SFTP              map[string]Opaque              `json:"sftp,omitempty"`
-	Gerrit            map[string]Opaque              `json:"gerrit,omitempty"`
-	MNS               map[string]Opaque              `json:"mns,omitempty"`
+	Minio             map[string]Opaque                     `json:"minio,omitempty"`
+	Calendar          map[string]CalendarEventSource        `json:"calendar,omitempty"`
+	File              map[string]FileEventSource            `json:"file,omitempty"`
+	Resource          map[string]ResourceEventSource        `json:"resource,omitempty"`
+	AMQP              map[string]Opaque                     `json:"amqp,omitempty"`
+	Kafka             map[string]KafkaEventSource           `json:"kafka,omitempty"`
+	MQTT              map[string]MQTTEventSource            `json:"mqtt,omitempty"`
+	NATS              map[string]NATSEventsSource           `json:"nats,omitempty"`
+	SNS               map[string]Opaque                     `json:"sns,omitempty"`
+	SQS               map[string]SQSEventSource             `json:"sqs,omitempty"`
+	PubSub            map[string]Opaque                     `json:"pubSub,omitempty"`
+	Github            map[string]GithubEventSource          `json:"github,omitempty"`
+	Gitlab            map[string]GitlabEventSource          `json:"gitlab,omitempty"`
+	HDFS              map[string]Opaque                     `json:"hdfs,omitempty"`
+	Slack             map[string]SlackEventSource           `json:"slack,omitempty"`
+	StorageGrid       map[string]Opaque                     `json:"storageGrid,omitempty"`
+	AzureEventsHub    map[string]Opaque                     `json:"azureEventsHub,omitempty"`
+	Stripe            map[string]StripeEventSource          `json:"stripe,omitempty"`
+	Emitter           map[string]Opaque                     `json:"emitter,omitempty"`
+	Redis             map[string]RedisEventSource           `json:"redis,omitempty"`
+	NSQ               map[string]Opaque                     `json:"nsq,omitempty"`
+	Pulsar            map[string]Opaque                     `json:"pulsar,omitempty"`
+	Generic           map[string]Opaque                     `json:"generic,omitempty"`
+	BitbucketServer   map[string]BitbucketServerEventSource `json:"bitbucketserver,omitempty"`
+	Bitbucket         map[string]BitbucketEventSource       `json:"bitbucket,omitempty"`
+	RedisStream       map[string]RedisStreamEventSource     `json:"redisStream,omitempty"`
+	AzureServiceBus   map[string]Opaque                     `json:"azureServiceBus,omitempty"`
+	AzureQueueStorage map[string]Opaque                     `json:"azureQueueStorage,omitempty"`
+	SFTP              map[string]Opaque                     `json:"sftp,omitempty"`
+	Gerrit            map[string]Opaque                     `json:"gerrit,omitempty"`
+	MNS               map[string]Opaque                     `json:"mns,omitempty"`
 }
 
 // WebhookEventSource is Argo's webhook event: an HTTP endpoint that turns requests into events.

@@ -228,7 +228,7 @@ func newCalendar(b Build) (OwnedSource, error) {
 // RunOwned implements OwnedSource.
 func (c *calendar) RunOwned(ctx context.Context, state []byte, commit Commit) error {
 	env := c.b.Env
-	es, name := c.b.EventSource.Metadata.Name, c.b.Event.Name
+	ns, es, name := c.b.EventSource.Metadata.Namespace, c.b.EventSource.Metadata.Name, c.b.Event.Name
 	var last calendarState
 	if state != nil {
 		if err := json.Unmarshal(state, &last); err != nil {
@@ -278,13 +278,13 @@ func (c *calendar) RunOwned(ctx context.Context, state []byte, commit Commit) er
 		}
 		env.Metrics.EventsReceived.WithLabelValues(es, name).Add(float64(len(fires)))
 		if err := commit(ctx, events, newState); err != nil {
-			env.Metrics.PublishFailures.WithLabelValues(es, name).Add(float64(len(fires)))
+			env.Metrics.PublishFailed(ns, es, name, len(fires))
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		env.Metrics.EventsPublished.WithLabelValues(es, name).Add(float64(len(fires)))
+		env.Metrics.Published(ns, es, name, len(fires))
 		if len(fires) > 1 {
 			c.log.Info("calendar: caught up on missed fires", "fires", len(fires), "from", fires[0], "to", fires[len(fires)-1])
 		} else {

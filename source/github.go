@@ -721,7 +721,7 @@ func (e *gitHookEndpoint) readBody(rw http.ResponseWriter, r *http.Request) ([]b
 // not in time, and 413 when the event can never fit in a record.
 func (e *gitHookEndpoint) publish(rw http.ResponseWriter, r *http.Request, id string, d gitHookData) {
 	env := e.b.Env
-	es, name := e.b.EventSource.Metadata.Name, e.b.Event.Name
+	ns, es, name := e.b.EventSource.Metadata.Namespace, e.b.EventSource.Metadata.Name, e.b.Event.Name
 	env.Metrics.EventsReceived.WithLabelValues(es, name).Inc()
 	data, err := json.Marshal(d)
 	if err != nil {
@@ -741,16 +741,16 @@ func (e *gitHookEndpoint) publish(rw http.ResponseWriter, r *http.Request, id st
 	ctx, cancel := context.WithTimeout(r.Context(), env.PublishTimeout)
 	defer cancel()
 	if err := env.Publisher.Publish(ctx, e.b.Topic, ev); errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
-		env.Metrics.PublishFailures.WithLabelValues(es, name).Inc()
+		env.Metrics.PublishFailed(ns, es, name, 1)
 		http.Error(rw, fmt.Sprintf("event of %d bytes is larger than Kafka accepts (%d bytes)", len(data), topology.MaxRecordBytes), http.StatusRequestEntityTooLarge)
 		return
 	} else if err != nil {
-		env.Metrics.PublishFailures.WithLabelValues(es, name).Inc()
+		env.Metrics.PublishFailed(ns, es, name, 1)
 		env.Logger.Warn(e.typ+": Kafka did not acknowledge the event; answered 503", "eventsource", es, "event", name, "err", err)
 		http.Error(rw, "event not accepted: Kafka did not acknowledge it in time; retry later", http.StatusServiceUnavailable)
 		return
 	}
-	env.Metrics.EventsPublished.WithLabelValues(es, name).Inc()
+	env.Metrics.Published(ns, es, name, 1)
 	_, _ = io.WriteString(rw, "success\n")
 }
 

@@ -437,7 +437,7 @@ func (s *kafkaSource) handleAll(ctx context.Context, cl *kgo.Client, fetches kgo
 // false when ctx ended first.
 func (s *kafkaSource) handle(ctx context.Context, r *kgo.Record) bool {
 	env := s.b.Env
-	es, name := s.b.EventSource.Metadata.Name, s.b.Event.Name
+	ns, es, name := s.b.EventSource.Metadata.Namespace, s.b.EventSource.Metadata.Name, s.b.Event.Name
 	env.Metrics.EventsReceived.WithLabelValues(es, name).Inc()
 	log := s.log.With("partition", r.Partition, "offset", r.Offset)
 	e, err := s.event(r)
@@ -456,10 +456,10 @@ func (s *kafkaSource) handle(ctx context.Context, r *kgo.Record) bool {
 		err := env.Publisher.Publish(pctx, s.b.Topic, e)
 		cancel()
 		if err == nil {
-			env.Metrics.EventsPublished.WithLabelValues(es, name).Inc()
+			env.Metrics.Published(ns, es, name, 1)
 			return true
 		}
-		env.Metrics.PublishFailures.WithLabelValues(es, name).Inc()
+		env.Metrics.PublishFailed(ns, es, name, 1)
 		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
 			log.Error("kafka source: event larger than Kafka accepts; record skipped", "bytes", len(e.Data()), "err", err)
 			return true

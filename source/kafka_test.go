@@ -616,3 +616,50 @@ func TestCheckKafkaSource(t *testing.T) {
 		})
 	}
 }
+
+// TestConformanceKafkaSource runs the suite on a topic of the user's cluster, which keeps its
+// data and the group's offsets across a restart (a data directory).
+func TestConformanceKafkaSource(t *testing.T) {
+	runConformance(t, "kafka", func(t *testing.T) *conformanceOutside {
+		port, dir := freePort(t), t.TempDir()
+		opts := []kfake.Opt{kfake.Ports(port), kfake.DataDir(dir)}
+		c := kafkaSrcCluster(t, 1, []string{"conf-in"}, opts...)
+		cl := kafkaSrcClient(t, c)
+		return &conformanceOutside{
+			fields: fmt.Sprintf(`      url: %s
+      topic: conf-in
+      jsonBody: true
+      metadata: {team: payments}
+      consumerGroup: {groupName: conf-group, oldest: true}
+      connectionBackoff: {duration: 100ms, factor: 2}
+`, c.ListenAddrs()[0]),
+			ready: func(*testing.T) {}, // the group starts at the oldest record
+			send: func(t *testing.T, n int) {
+				kafkaSrcProduce(t, cl, &kgo.Record{Topic: "conf-in", Value: []byte(fmt.Sprintf(`{"n": %d}`, n))})
+			},
+			marker: func(t *testing.T, data []byte) int {
+				var d kafkaEventData
+				var body json.RawMessage
+				d.Body = &body
+				if err := json.Unmarshal(data, &d); err != nil {
+					t.Fatalf("event data %s: %v", data, err)
+				}
+				if d.Topic != "conf-in" || d.Partition != 0 || d.Timestamp == "" || d.Metadata["team"] != "payments" {
+					t.Errorf("topic %q partition %d timestamp %q metadata %v; want conf-in, 0, the record's time and the event's metadata",
+						d.Topic, d.Partition, d.Timestamp, d.Metadata)
+				}
+				return conformanceMarker(t, body)
+			},
+			sendBad: func(t *testing.T) { kafkaSrcProduce(t, cl, &kgo.Record{Topic: "conf-in", Value: []byte("not json {")}) },
+			badLog:  "kafka source: record rejected and skipped",
+			settled: func(t *testing.T) bool {
+				end := kafkaEndOffset(cl, "conf-in")
+				return end > 0 && kafkaSrcCommitted(t, cl, "conf-group", "conf-in")[0] == end
+			},
+			restart: func(t *testing.T) {
+				c.Close()
+				c = kafkaSrcCluster(t, 1, []string{"conf-in"}, opts...)
+			},
+		}
+	})
+}

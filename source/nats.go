@@ -552,7 +552,7 @@ func (n *natsSource) handle(pubCtx context.Context, nc *nats.Conn, m *nats.Msg) 
 	n.mu.Unlock()
 	defer n.inflight.Done()
 
-	es, name := n.b.EventSource.Metadata.Name, n.b.Event.Name
+	ns, es, name := n.b.EventSource.Metadata.Namespace, n.b.EventSource.Metadata.Name, n.b.Event.Name
 	env.Metrics.EventsReceived.WithLabelValues(es, name).Inc()
 	meta, jsErr := m.Metadata()
 	jetstream := jsErr == nil
@@ -563,7 +563,7 @@ func (n *natsSource) handle(pubCtx context.Context, nc *nats.Conn, m *nats.Msg) 
 
 	e, size, err := n.event(m, meta)
 	if err != nil { // not expected: every part of the data encodes
-		env.Metrics.PublishFailures.WithLabelValues(es, name).Inc()
+		env.Metrics.PublishFailed(ns, es, name, 1)
 		env.Logger.Error("nats: cannot encode the event; message dropped", append(logArgs, "err", err)...)
 		if jetstream {
 			_ = m.Term()
@@ -575,20 +575,20 @@ func (n *natsSource) handle(pubCtx context.Context, nc *nats.Conn, m *nats.Msg) 
 	cancel()
 	switch {
 	case err == nil:
-		env.Metrics.EventsPublished.WithLabelValues(es, name).Inc()
+		env.Metrics.Published(ns, es, name, 1)
 		if jetstream {
 			if err := m.Ack(); err != nil {
 				env.Logger.Warn("nats: event published but the JetStream ack failed; the message will be delivered again (same event id)", append(logArgs, "err", err)...)
 			}
 		}
 	case errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge):
-		env.Metrics.PublishFailures.WithLabelValues(es, name).Inc()
+		env.Metrics.PublishFailed(ns, es, name, 1)
 		env.Logger.Error("nats: event larger than Kafka accepts; message dropped", append(logArgs, "bytes", size, "err", err)...)
 		if jetstream {
 			_ = m.Term() // no redelivery can help
 		}
 	default:
-		env.Metrics.PublishFailures.WithLabelValues(es, name).Inc()
+		env.Metrics.PublishFailed(ns, es, name, 1)
 		if jetstream {
 			delay := natsNakDelay(meta.NumDelivered)
 			env.Logger.Warn("nats: Kafka did not acknowledge the event; JetStream message nak'ed for redelivery", append(logArgs, "redelivery_in", delay, "err", err)...)

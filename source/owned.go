@@ -28,7 +28,7 @@ const ownedTransactionTimeout = 10 * time.Second
 const ownedRetry = time.Second
 
 // OwnedSource is one event of a source type that must run exactly once in the cluster and has
-// no competing-consumer model of its own (calendar). Ownership goes by partition assignment,
+// no competing-consumer model of its own (calendar, file, resource, redis pub/sub, mqtt). Ownership goes by partition assignment,
 // without leader election:
 //
 //   - Every owned source has a key, "<namespace>/<eventsource>/<event>", which maps to a
@@ -55,6 +55,15 @@ type OwnedSource interface {
 	// failed. After an error the source is started again from the state read back from Kafka,
 	// which also settles whether a commit whose outcome was unknown went through.
 	RunOwned(ctx context.Context, state []byte, commit Commit) error
+}
+
+// everyMemberSource is an OwnedSource whose settings may spread its work over the members by
+// themselves (an MQTT shared subscription): when everyMember reports true, Run runs it on every
+// member as a plain Source instead of owning it.
+type everyMemberSource interface {
+	OwnedSource
+	Source
+	everyMember() bool
 }
 
 // Commit writes events, in order, to the source's topic (keyed by the event name, so that they
@@ -101,10 +110,10 @@ func ownedTransactionalID(sources string, p int32) string {
 func checkOwnedEnv(env *Env) error {
 	var errs []error
 	if len(env.Kafka.Brokers) == 0 {
-		errs = append(errs, errors.New("owned sources (calendar): no Kafka brokers configured; expected the cluster's brokers"))
+		errs = append(errs, errors.New("owned sources (calendar, file, resource, redis, mqtt): no Kafka brokers configured; expected the cluster's brokers"))
 	}
 	if env.Member == "" {
-		errs = append(errs, errors.New("owned sources (calendar): member name is empty; expected a stable name unique among members (--member)"))
+		errs = append(errs, errors.New("owned sources (calendar, file, resource, redis, mqtt): member name is empty; expected a stable name unique among members (--member)"))
 	}
 	return errors.Join(errs...)
 }

@@ -16,6 +16,7 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"k8s.io/client-go/rest"
 
 	"github.com/kevents/kevents/api"
 	"github.com/kevents/kevents/internal/cloudevent"
@@ -80,7 +81,9 @@ type Env struct {
 	Kafka          kclient.Config
 	Member         string
 	SessionTimeout time.Duration
-	routes         *routes
+	// Kube reaches the Kubernetes API, for the resource source; nil when none is configured.
+	Kube   *rest.Config
+	routes *routes
 }
 
 // Build is what a constructor gets: one event of one EventSource.
@@ -157,9 +160,10 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 	}
 	env.routes = &routes{byPort: map[int]*endpoints{}}
 	var (
-		pulls []Source
-		owned []ownedEntry
-		errs  []error
+		pulls   []Source
+		owned   []ownedEntry
+		errs    []error
+		started = map[[2]string]int{} // events per namespace and EventSource
 	)
 	for _, es := range sources {
 		if err := Check(es); err != nil {
@@ -174,7 +178,11 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 			if e.New.owned != nil {
 				var o OwnedSource
 				if o, err = e.New.owned(b); err == nil {
-					owned = append(owned, newOwnedEntry(b, o))
+					if s, ok := o.(everyMemberSource); ok && s.everyMember() {
+						src = s
+					} else {
+						owned = append(owned, newOwnedEntry(b, o))
+					}
 				}
 			} else {
 				src, err = e.New.source(b)
@@ -186,6 +194,7 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 			if src != nil {
 				pulls = append(pulls, src)
 			}
+			started[[2]string{es.Metadata.Namespace, es.Metadata.Name}]++
 		}
 	}
 	if len(owned) > 0 {
@@ -231,8 +240,17 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 			}
 		}()
 	}
+	// Argo counts an event service running from its start until it stops; here an event runs
+	// from now until every source of this set stopped. Owned sources count on every member
+	// taking part in their ownership, not only on their owner.
+	for k, n := range started {
+		env.Metrics.EventServicesRunning(k[0], k[1], n)
+	}
 	return func() error {
 		wg.Wait()
+		for k, n := range started {
+			env.Metrics.EventServicesRunning(k[0], k[1], -n)
+		}
 		close(errc)
 		var errs []error
 		for err := range errc {

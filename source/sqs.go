@@ -254,7 +254,7 @@ func (s *sqsSource) expired(err error, log *slog.Logger) {
 // handle publishes the messages of one receive in order and deletes those Kafka acknowledged.
 func (s *sqsSource) handle(ctx context.Context, log *slog.Logger, queueURL string, msgs []sqstypes.Message) {
 	env := s.b.Env
-	es, name := s.b.EventSource.Metadata.Name, s.b.Event.Name
+	ns, es, name := s.b.EventSource.Metadata.Namespace, s.b.EventSource.Metadata.Name, s.b.Event.Name
 	var done []sqstypes.Message
 	for i, m := range msgs {
 		if ctx.Err() != nil {
@@ -283,17 +283,17 @@ func (s *sqsSource) handle(ctx context.Context, log *slog.Logger, queueURL strin
 		err = env.Publisher.Publish(pctx, s.b.Topic, e)
 		cancel()
 		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
-			env.Metrics.PublishFailures.WithLabelValues(es, name).Inc()
+			env.Metrics.PublishFailed(ns, es, name, 1)
 			s.unusable(log, id, fmt.Sprintf("the event (%d bytes) is larger than Kafka accepts", len(data)), err, m, &done)
 			continue
 		}
 		if err != nil {
-			env.Metrics.PublishFailures.WithLabelValues(es, name).Inc()
+			env.Metrics.PublishFailed(ns, es, name, 1)
 			log.Warn("sqs: Kafka did not acknowledge the event; the message stays in the queue and is received again after its visibility timeout",
 				"messageId", id, "left", len(msgs)-i, "visibilityTimeout", s.visibility, "err", err)
 			break
 		}
-		env.Metrics.EventsPublished.WithLabelValues(es, name).Inc()
+		env.Metrics.Published(ns, es, name, 1)
 		done = append(done, m)
 	}
 	s.delete(ctx, log, queueURL, done)

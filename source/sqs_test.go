@@ -79,8 +79,14 @@ func goawsBinary(t *testing.T) string {
 // startGoaws runs goaws on a free port until the test ends and returns its endpoint.
 func startGoaws(t *testing.T) string {
 	t.Helper()
-	bin := goawsBinary(t)
-	port := freePort(t)
+	endpoint, _ := runGoaws(t, goawsBinary(t), freePort(t))
+	return endpoint
+}
+
+// runGoaws runs the goaws binary bin on port until stop is called or the test ends, and
+// returns its endpoint.
+func runGoaws(t *testing.T, bin string, port int) (endpoint string, stop func()) {
+	t.Helper()
 	conf := filepath.Join(t.TempDir(), "goaws.yaml")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`Local:
   Host: 127.0.0.1
@@ -103,21 +109,25 @@ func startGoaws(t *testing.T) string {
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("goaws output:\n%s", output.String())
-		}
-	})
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Kill()
+			<-exited
+			if t.Failed() {
+				t.Logf("goaws output:\n%s", output.String())
+			}
+		})
+	}
+	t.Cleanup(stop)
+	endpoint = fmt.Sprintf("http://127.0.0.1:%d", port)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := http.Get(endpoint + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return endpoint
+				return endpoint, stop
 			}
 		}
 		select {
@@ -893,4 +903,51 @@ func TestSQSCheck(t *testing.T) {
 	if err := Check(es[0]); err != nil {
 		t.Errorf("Check %s: %v", example, err)
 	}
+}
+
+// TestConformanceSQS runs the suite on a goaws queue; goaws keeps its queues in memory, so its
+// restart creates the queue again (empty, as the suite expects: everything was received).
+func TestConformanceSQS(t *testing.T) {
+	shortVisibility(t, time.Second) // a message Kafka refused comes back after a second
+	runConformance(t, "sqs", func(t *testing.T) *conformanceOutside {
+		bin, port := goawsBinary(t), freePort(t)
+		endpoint, stop := runGoaws(t, bin, port)
+		c := sqsTestClient(endpoint)
+		q := createQueue(t, c, "conf-q", nil)
+		return &conformanceOutside{
+			fields: fmt.Sprintf(`      region: us-east-1
+      queue: conf-q
+      waitTimeSeconds: 1
+      jsonBody: true
+      endpoint: %s
+      metadata: {team: payments}
+%s`, endpoint, sqsCredsYAML),
+			secrets: map[string]string{"aws-creds/accesskey": sqsAccessKey, "aws-creds/secretkey": sqsSecretKey, "aws-creds/token": sqsToken},
+			ready:   func(*testing.T) {}, // the queue holds messages until received
+			send:    func(t *testing.T, n int) { sendMessage(t, c, q, fmt.Sprintf(`{"n": %d}`, n), nil) },
+			marker: func(t *testing.T, data []byte) int {
+				d, fields := decodeSQSData(t, data)
+				if len(fields) != 4 || d.MessageID == "" || d.Metadata["team"] != "payments" {
+					t.Errorf("data %s; want Argo's messageId, messageAttributes, body and the event's metadata", data)
+				}
+				return conformanceMarker(t, d.Body)
+			},
+			sendBad: func(t *testing.T) { sendMessage(t, c, q, "not json {", nil) },
+			badLog:  "sqs: the message cannot become an event; deleted (dlq: false)",
+			settled: func(t *testing.T) bool {
+				out, err := c.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{
+					QueueUrl: aws.String(q), AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameAll},
+				})
+				if err != nil {
+					t.Fatalf("GetQueueAttributes: %v", err)
+				}
+				return out.Attributes["ApproximateNumberOfMessages"] == "0" && out.Attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+			},
+			restart: func(t *testing.T) {
+				stop()
+				endpoint, stop = runGoaws(t, bin, port)
+				createQueue(t, c, "conf-q", nil)
+			},
+		}
+	})
 }

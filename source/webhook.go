@@ -79,7 +79,7 @@ func newWebhook(b Build) (Source, error) {
 // so that a caller that retries on failure never loses an event.
 func (w *webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	env := w.b.Env
-	es, name := w.b.EventSource.Metadata.Name, w.b.Event.Name
+	ns, es, name := w.b.EventSource.Metadata.Namespace, w.b.EventSource.Metadata.Name, w.b.Event.Name
 	if r.Method != w.cfg.Method {
 		rw.Header().Set("Allow", w.cfg.Method)
 		http.Error(rw, fmt.Sprintf("method %s not allowed; this endpoint accepts %s", r.Method, w.cfg.Method), http.StatusMethodNotAllowed)
@@ -131,15 +131,15 @@ func (w *webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := env.Publisher.Publish(ctx, w.b.Topic, e); errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
 		// Permanent: answering 503 would have the caller retry forever.
-		env.Metrics.PublishFailures.WithLabelValues(es, name).Inc()
+		env.Metrics.PublishFailed(ns, es, name, 1)
 		http.Error(rw, fmt.Sprintf("event of %d bytes is larger than Kafka accepts (%d bytes)", len(data), topology.MaxRecordBytes), http.StatusRequestEntityTooLarge)
 		return
 	} else if err != nil {
-		env.Metrics.PublishFailures.WithLabelValues(es, name).Inc()
+		env.Metrics.PublishFailed(ns, es, name, 1)
 		env.Logger.Warn("webhook: Kafka did not acknowledge the event; answered 503", "eventsource", es, "event", name, "err", err)
 		http.Error(rw, "event not accepted: Kafka did not acknowledge it in time; retry later", http.StatusServiceUnavailable)
 		return
 	}
-	env.Metrics.EventsPublished.WithLabelValues(es, name).Inc()
+	env.Metrics.Published(ns, es, name, 1)
 	_, _ = io.WriteString(rw, "success\n")
 }

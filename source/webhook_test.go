@@ -572,23 +572,23 @@ kind: EventSource
 metadata:
   name: queue
 spec:
-  mqtt:
+  amqp:
     example:
-      url: tcp://mqtt:1883
-      topic: events
+      url: amqp://rabbitmq:5672
+      exchangeName: events
 `)[0]
 	err := Check(es)
 	if err == nil {
-		t.Fatal("Check: no error for an mqtt event")
+		t.Fatal("Check: no error for an amqp event")
 	}
 	if !errors.Is(err, api.ErrNotSupported) {
 		t.Errorf("error %v does not wrap api.ErrNotSupported", err)
 	}
-	if !strings.Contains(err.Error(), `not supported yet: eventsource type "mqtt"`) {
-		t.Errorf("error %q lacks `not supported yet: eventsource type \"mqtt\"`", err)
+	if !strings.Contains(err.Error(), `not supported yet: eventsource type "amqp"`) {
+		t.Errorf("error %q lacks `not supported yet: eventsource type \"amqp\"`", err)
 	}
-	if !strings.Contains(err.Error(), "spec.mqtt.example") {
-		t.Errorf("error %q does not name spec.mqtt.example", err)
+	if !strings.Contains(err.Error(), "spec.amqp.example") {
+		t.Errorf("error %q does not name spec.amqp.example", err)
 	}
 
 	// Run refuses it the same way, before listening anywhere.
