@@ -102,6 +102,26 @@ func TestJoinSurvivesRestart(t *testing.T) {
 	if body["artifact"] != "v2" || body["passed"] != "yes" {
 		t.Errorf("payload %v; want the latest build (v2) and the tests event", body)
 	}
+	// The process reports the lag of the groups of its stages.
+	lagGroups := map[string]bool{}
+	mfs, err := in.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "kevents_consumer_lag" {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "group" {
+						lagGroups[l.GetValue()] = true
+					}
+				}
+			}
+		}
+	}
+	if !lagGroups["kevents.sensor"] || !lagGroups["kevents.executor"] || len(lagGroups) != 2 {
+		t.Errorf("kevents_consumer_lag for groups %v; want kevents.sensor and kevents.executor", lagGroups)
+	}
 
 	// Firing cleared the state: one more tests event alone does not fire again.
 	mustPost("/tests", `{"passed":"again"}`)

@@ -277,6 +277,18 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 		return err
 	}
 	m.AddReadyCheck("kafka", admClient.Ping)
+	// Lag of the groups whose members commit what they processed. The owned sources' group
+	// (<prefix>.sources) only hands out partitions and commits nothing: its lag would be the
+	// size of the topic, not work waiting.
+	var groups []string
+	if cfg.stages.has(stageSensor) {
+		groups = append(groups, sensor.GroupID(cfg.topology))
+	}
+	if cfg.stages.has(stageExecutor) {
+		groups = append(groups, trigger.GroupID(cfg.topology))
+	}
+	stopLag := m.ConsumerLag.Watch(adm.Lag, log, groups...)
+	defer stopLag() // before admClient closes
 
 	var wg sync.WaitGroup
 	stageErrs := make(chan error, 4)
@@ -319,7 +331,7 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 		env := source.Env{
 			Topology: cfg.topology, Publisher: source.KafkaPublisher{Client: producer},
 			Secrets: secrets.Resolver{Dir: cfg.secretsDir, Kube: kubeSecrets}, Metrics: m, Logger: log,
-			PublishTimeout: cfg.publishTimeout, Kafka: kc, Member: cfg.member,
+			PublishTimeout: cfg.publishTimeout, Kafka: kc, Member: cfg.member, Kube: kube,
 		}
 		// Started here rather than in the stage, so that a port in use fails the start.
 		waitSources, err := startSources(runCtx, env, sources, cfg.out)

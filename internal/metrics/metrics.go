@@ -1,5 +1,10 @@
 // Package metrics holds kevents' Prometheus metrics and the /metrics, /healthz and /readyz
 // endpoints. Every stage takes a *Metrics so tests can read counters from their own registry.
+//
+// Next to kevents' own metrics it serves Argo Events' (argo_events_*, as of v1.9), counted at
+// the same points, so dashboards and alerts written for Argo keep working. Argo sets namespace
+// as a constant label per process; one kevents process serves many namespaces, so here it is a
+// label of each series.
 package metrics
 
 import (
@@ -30,6 +35,25 @@ type Metrics struct {
 	Failures        *prometheus.CounterVec // executor: commands that failed after their retries
 	Skipped         *prometheus.CounterVec // executor: redelivered commands already finished
 	ExecSeconds     *prometheus.HistogramVec
+	EndToEnd        *prometheus.HistogramVec // executor: first input event to command succeeded
+	CommandsPending *prometheus.GaugeVec     // executor: queued, or waiting for a retry, rate limit or slot
+	CommandsRunning *prometheus.GaugeVec     // executor: an attempt in progress
+
+	SensorRestoreRecords      prometheus.Counter // sensor: state records read while restoring
+	SensorRestoringPartitions prometheus.Gauge   // sensor: state partitions being restored now
+	ExecutorRestoreRecords    prometheus.Counter // executor: executed records read while restoring
+
+	ConsumerLag *ConsumerLag // the lag of this process's consumer groups, asked on each scrape
+
+	// Argo Events' metrics; count them through Published, PublishFailed, EventServicesRunning,
+	// Attempt and Finished.
+	ArgoEventsSent          *prometheus.CounterVec
+	ArgoEventsSentFailed    *prometheus.CounterVec
+	ArgoEventServiceRunning *prometheus.GaugeVec
+	ArgoActionTriggered     *prometheus.CounterVec
+	ArgoActionFailed        *prometheus.CounterVec
+	ArgoActionRetriesFailed *prometheus.CounterVec
+	ArgoActionDuration      *prometheus.SummaryVec
 
 	mu     sync.Mutex
 	checks map[string]func(context.Context) error
@@ -44,6 +68,18 @@ func New() *Metrics {
 		r.MustRegister(c)
 		return c
 	}
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kevents", Name: name, Help: help}, labels)
+		r.MustRegister(g)
+		return g
+	}
+	argoCounter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "argo_events", Name: name, Help: help}, labels)
+		r.MustRegister(c)
+		return c
+	}
+	argoSource := []string{"namespace", "eventsource_name", "event_name"}
+	argoSensor := []string{"namespace", "sensor_name", "trigger_name"}
 	m := &Metrics{
 		Registry:        r,
 		EventsReceived:  counter("source_events_received_total", "Events a source accepted from its outside system.", "eventsource", "event"),
@@ -58,12 +94,87 @@ func New() *Metrics {
 			Namespace: "kevents", Name: "executor_execution_seconds", Help: "Time to execute a trigger command.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"sensor", "trigger"}),
+		EndToEnd: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "kevents", Name: "end_to_end_seconds",
+			Help:    "Time from the earliest input event of a trigger command (its CloudEvent time) to the command succeeding.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17), // 1 ms to 65 s
+		}, []string{"sensor", "trigger"}),
+		CommandsPending: gauge("executor_commands_pending", "Trigger commands this member holds that are queued behind their trigger or waiting for a retry, the rate limit or a free slot.", "sensor", "trigger"),
+		CommandsRunning: gauge("executor_commands_running", "Trigger commands this member is executing an attempt of now.", "sensor", "trigger"),
+		SensorRestoreRecords: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kevents", Name: "sensor_restore_records_total",
+			Help: "Records of the state topic read to restore join state (tombstones included) when this member took partitions over."}),
+		SensorRestoringPartitions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kevents", Name: "sensor_restoring_partitions",
+			Help: "State topic partitions this member is restoring join state from now."}),
+		ExecutorRestoreRecords: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kevents", Name: "executor_restore_records_total",
+			Help: "Records of the executed topic read to restore finished command ids when this member took partitions over."}),
+		ConsumerLag: &ConsumerLag{desc: prometheus.NewDesc("kevents_consumer_lag",
+			"Records of a partition not yet committed by the consumer group of a stage this process runs, as the cluster reports it at scrape time.",
+			[]string{"group", "topic", "partition"}, nil)},
+
+		ArgoEventsSent:       argoCounter("events_sent_total", "Events Kafka acknowledged (Argo Events' name for kevents_source_events_published_total).", argoSource...),
+		ArgoEventsSentFailed: argoCounter("events_sent_failed_total", "Events Kafka did not acknowledge (Argo Events' name for kevents_source_publish_failures_total).", argoSource...),
+		ArgoEventServiceRunning: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "argo_events", Name: "event_service_running_total",
+			Help: "Events of an EventSource this process has started and not stopped yet."}, []string{"namespace", "eventsource_name"}),
+		ArgoActionTriggered:     argoCounter("action_triggered_total", "Trigger commands executed successfully (Argo Events' name for kevents_executor_executions_total).", argoSensor...),
+		ArgoActionFailed:        argoCounter("action_failed_total", "Failed attempts to execute a trigger command, each retry counted.", argoSensor...),
+		ArgoActionRetriesFailed: argoCounter("action_retries_failed_total", "Trigger commands that failed after their retries (Argo Events' name for kevents_executor_failures_total).", argoSensor...),
+		ArgoActionDuration: prometheus.NewSummaryVec(prometheus.SummaryOpts{Namespace: "argo_events", Name: "action_duration_milliseconds",
+			Help: "Duration of each attempt to execute a trigger command, in milliseconds."}, argoSensor),
 		checks: map[string]func(context.Context) error{},
 	}
 	m.JoinPendingKeys = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kevents", Name: "sensor_join_pending_keys",
 		Help: "Join keys waiting for the rest of their condition in the partitions this member owns."})
-	r.MustRegister(m.ExecSeconds, m.JoinPendingKeys)
+	r.MustRegister(m.ExecSeconds, m.JoinPendingKeys, m.EndToEnd, m.SensorRestoreRecords, m.SensorRestoringPartitions,
+		m.ExecutorRestoreRecords, m.ConsumerLag, m.ArgoEventServiceRunning, m.ArgoActionDuration)
 	return m
+}
+
+// argoNamespace is the namespace label of Argo's metrics: an object that names none is in
+// default, as in Kubernetes (and in the commands sensors emit).
+func argoNamespace(namespace string) string {
+	if namespace == "" {
+		return "default"
+	}
+	return namespace
+}
+
+// Published counts n events of an EventSource that Kafka acknowledged.
+func (m *Metrics) Published(namespace, eventSource, event string, n int) {
+	m.EventsPublished.WithLabelValues(eventSource, event).Add(float64(n))
+	m.ArgoEventsSent.WithLabelValues(argoNamespace(namespace), eventSource, event).Add(float64(n))
+}
+
+// PublishFailed counts n events of an EventSource that Kafka did not acknowledge.
+func (m *Metrics) PublishFailed(namespace, eventSource, event string, n int) {
+	m.PublishFailures.WithLabelValues(eventSource, event).Add(float64(n))
+	m.ArgoEventsSentFailed.WithLabelValues(argoNamespace(namespace), eventSource, event).Add(float64(n))
+}
+
+// EventServicesRunning adds delta to the events of an EventSource this process runs.
+func (m *Metrics) EventServicesRunning(namespace, eventSource string, delta int) {
+	m.ArgoEventServiceRunning.WithLabelValues(argoNamespace(namespace), eventSource).Add(float64(delta))
+}
+
+// Attempt records one attempt to execute a trigger command, as Argo counts them: its duration,
+// and a failure per failed attempt.
+func (m *Metrics) Attempt(namespace, sensor, trigger string, took time.Duration, err error) {
+	m.ArgoActionDuration.WithLabelValues(namespace, sensor, trigger).Observe(float64(took) / float64(time.Millisecond))
+	if err != nil {
+		m.ArgoActionFailed.WithLabelValues(namespace, sensor, trigger).Inc()
+	}
+}
+
+// Finished records a trigger command that finished: err is nil when it succeeded, else the
+// error it failed with after its retries; took spans every attempt.
+func (m *Metrics) Finished(namespace, sensor, trigger string, took time.Duration, err error) {
+	m.ExecSeconds.WithLabelValues(sensor, trigger).Observe(took.Seconds())
+	if err != nil {
+		m.Failures.WithLabelValues(sensor, trigger).Inc()
+		m.ArgoActionRetriesFailed.WithLabelValues(namespace, sensor, trigger).Inc()
+		return
+	}
+	m.Executions.WithLabelValues(sensor, trigger).Inc()
+	m.ArgoActionTriggered.WithLabelValues(namespace, sensor, trigger).Inc()
 }
 
 // AddReadyCheck registers a check /readyz runs; the process is ready when every check passes.
