@@ -350,7 +350,7 @@ func BenchmarkRestore(b *testing.B) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	start := time.Now()
-	state, err := restorePartition(context.Background(), env.kc, env.topo.State(), 0)
+	state, err := restorePartition(context.Background(), env.kc, env.topo.State(), 0, metrics.New())
 	took := time.Since(start)
 	if err != nil || len(state) != keys {
 		b.Fatalf("restored %d of %d keys: %v", len(state), keys, err)

@@ -326,10 +326,11 @@ func compileRetry(b *api.Backoff) (*trigger.Retry, error) {
 		r.Factor = f
 	}
 	if len(b.Jitter) > 0 {
-		// Jitter only spreads retry times; the first-cut executor retries on a fixed schedule.
-		if _, err := strconv.ParseFloat(strings.Trim(string(b.Jitter), `"`), 64); err != nil {
-			return nil, fmt.Errorf("jitter: %s; expected a number", b.Jitter)
+		j, err := strconv.ParseFloat(strings.Trim(string(b.Jitter), `"`), 64)
+		if err != nil || j < 0 {
+			return nil, fmt.Errorf("jitter: %s; expected a number >= 0", b.Jitter)
 		}
+		r.Jitter = j
 	}
 	return r, nil
 }

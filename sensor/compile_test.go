@@ -276,7 +276,7 @@ func TestCompileRetry(t *testing.T) {
 		{name: "duration as integer nanoseconds", in: &api.Backoff{Duration: raw(`1000000000`), Steps: 2}, want: &trigger.Retry{Steps: 2, Duration: time.Second, Factor: 1}},
 		{name: "factor as a number", in: &api.Backoff{Duration: raw(`"1s"`), Factor: raw(`2`), Steps: 4}, want: &trigger.Retry{Steps: 4, Duration: time.Second, Factor: 2}},
 		{name: "factor as a string", in: &api.Backoff{Factor: raw(`"1.5"`), Steps: 2}, want: &trigger.Retry{Steps: 2, Duration: time.Second, Factor: 1.5}},
-		{name: "jitter is accepted", in: &api.Backoff{Jitter: raw(`0.2`), Steps: 2}, want: &trigger.Retry{Steps: 2, Duration: time.Second, Factor: 1}},
+		{name: "jitter", in: &api.Backoff{Jitter: raw(`0.2`), Steps: 2}, want: &trigger.Retry{Steps: 2, Duration: time.Second, Factor: 1, Jitter: 0.2}},
 		{name: "bad duration", in: &api.Backoff{Duration: raw(`"soon"`)}, wantErr: "duration"},
 		{name: "duration with a bad unit", in: &api.Backoff{Duration: raw(`"3 parsecs"`)}, wantErr: "duration"},
 		{name: "zero factor", in: &api.Backoff{Factor: raw(`0`)}, wantErr: "factor"},

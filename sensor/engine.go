@@ -299,15 +299,6 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches) ([]*kgo.Record,
 		cmds []*trigger.Command
 		errs []error
 	)
-	emit := func(cmd *trigger.Command) {
-		rec, err := commandRecord(st.cfg.Topology, cmd)
-		if err != nil {
-			errs = append(errs, err)
-			return
-		}
-		out = append(out, rec)
-		cmds = append(cmds, cmd)
-	}
 	// Stage 1 is stateless: source partitions are matched in parallel, each in order, and their
 	// outputs are appended in partition order, so per-partition order carries to the outputs.
 	var sourceParts, joinParts []kgo.FetchTopicPartition
@@ -318,6 +309,7 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches) ([]*kgo.Record,
 			sourceParts = append(sourceParts, p)
 		}
 	})
+	// Commands are encoded here too, in parallel: encoding is a good part of the work per event.
 	type matched struct {
 		recs []*kgo.Record
 		cmds []*trigger.Command
@@ -330,36 +322,61 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches) ([]*kgo.Record,
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			m := &results[i]
 			for _, r := range p.Records {
 				recs, fired := st.match(r)
-				results[i].recs = append(results[i].recs, recs...)
-				results[i].cmds = append(results[i].cmds, fired...)
+				m.recs = append(m.recs, recs...)
+				for _, cmd := range fired {
+					m.recs = append(m.recs, commandRecord(st.cfg.Topology, cmd))
+				}
+				m.cmds = append(m.cmds, fired...)
 			}
 		}()
 	}
 	wg.Wait()
 	for _, m := range results {
 		out = append(out, m.recs...)
-		for _, cmd := range m.cmds {
-			emit(cmd)
-		}
+		cmds = append(cmds, m.cmds...)
 	}
 
-	// Stage 2 changes the join store: one record after another.
+	// Stage 2 changes the join store. Matches partitions hold disjoint keys, so they run in
+	// parallel, each in order; a partition first seen is restored from the state topic first.
 	st.store.mu.Lock()
 	defer st.store.mu.Unlock()
-	for _, p := range joinParts {
-		for _, r := range p.Records {
-			recs, cmd, err := st.join(ctx, r)
-			if err != nil {
-				errs = append(errs, err)
-				continue
+	if err := st.restore(ctx, joinParts); err != nil {
+		return nil, nil, errors.Join(append(errs, err)...)
+	}
+	parts := make([]int32, len(joinParts))
+	for i, p := range joinParts {
+		parts[i] = p.Partition
+	}
+	st.store.prepare(parts)
+	joined := make([]matched, len(joinParts))
+	jerrs := make([][]error, len(joinParts))
+	for i, p := range joinParts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			for _, r := range p.Records {
+				recs, cmd, err := st.join(r)
+				if err != nil {
+					jerrs[i] = append(jerrs[i], err)
+					continue
+				}
+				joined[i].recs = append(joined[i].recs, recs...)
+				if cmd != nil {
+					joined[i].recs = append(joined[i].recs, commandRecord(st.cfg.Topology, cmd))
+					joined[i].cmds = append(joined[i].cmds, cmd)
+				}
 			}
-			out = append(out, recs...)
-			if cmd != nil {
-				emit(cmd)
-			}
-		}
+		}()
+	}
+	wg.Wait()
+	for i := range joined {
+		out = append(out, joined[i].recs...)
+		cmds = append(cmds, joined[i].cmds...)
+		errs = append(errs, jerrs[i]...)
 	}
 	if now := time.Now(); now.Sub(st.lastSweep) >= sweepInterval {
 		st.lastSweep = now
@@ -422,31 +439,54 @@ func (st *stage) match(r *kgo.Record) ([]*kgo.Record, []*trigger.Command) {
 				}
 				corr = v.String()
 			}
-			v, _ := json.Marshal(joinRecord{Namespace: ref.sensor.namespace, Sensor: ref.sensor.name, Trigger: t.name, Dependency: ref.dep.Name, Event: ev})
-			matches = append(matches, &kgo.Record{Topic: cfg.Topology.Matches(), Key: []byte(joinKey(ref.sensor.namespace, ref.sensor.name, t.name, corr)), Value: v})
+			matches = append(matches, matchRecord(cfg.Topology.Matches(), joinKey(ref.sensor.namespace, ref.sensor.name, t.name, corr),
+				joinRecord{Namespace: ref.sensor.namespace, Sensor: ref.sensor.name, Trigger: t.name, Dependency: ref.dep.Name, Event: ev}))
 		}
 	}
 	return matches, cmds
 }
 
+// restore reads the state of the matches partitions this batch is the first to see, in
+// parallel. A failed restore fails the batch, which then runs again. Callers hold st.store.mu.
+func (st *stage) restore(ctx context.Context, parts []kgo.FetchTopicPartition) error {
+	cfg := st.cfg
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, p := range parts {
+		if st.store.restored(p.Partition) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+			defer cancel()
+			start := time.Now()
+			part, err := restorePartition(rctx, cfg.Kafka, cfg.Topology.State(), p.Partition, cfg.Metrics)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			st.store.parts[p.Partition] = part
+			cfg.Logger.Info("sensor: restored join state", "partition", p.Partition, "keys", len(part), "took", time.Since(start))
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // join is stage 2 for one match record: it adds the event to its key's state and fires the
 // trigger when the condition holds. It returns the state record to write (the new state, or a
 // tombstone when the trigger fired) and the command, if any.
-func (st *stage) join(ctx context.Context, r *kgo.Record) ([]*kgo.Record, *trigger.Command, error) {
+func (st *stage) join(r *kgo.Record) ([]*kgo.Record, *trigger.Command, error) {
 	cfg := st.cfg
-	if !st.store.restored(r.Partition) {
-		rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
-		start := time.Now()
-		part, err := restorePartition(rctx, cfg.Kafka, cfg.Topology.State(), r.Partition)
-		cancel()
-		if err != nil {
-			return nil, nil, err
-		}
-		st.store.parts[r.Partition] = part
-		cfg.Logger.Info("sensor: restored join state", "partition", r.Partition, "keys", len(part), "took", time.Since(start))
-	}
-	var jr joinRecord
-	if err := json.Unmarshal(r.Value, &jr); err != nil {
+	jr, err := decodeMatch(r)
+	if err != nil {
 		cfg.Logger.Error("sensor: skipping a malformed match record", "partition", r.Partition, "offset", r.Offset, "err", err)
 		return nil, nil, nil
 	}
@@ -551,13 +591,9 @@ func render(s *compiled, t *compiledTrigger, events map[string]*cloudevents.Even
 	return cmd, nil
 }
 
-func commandRecord(t *topology.Topology, cmd *trigger.Command) (*kgo.Record, error) {
-	v, err := json.Marshal(cmd)
-	if err != nil {
-		return nil, fmt.Errorf("encode command %s: %w", cmd.ID, err)
-	}
-	return &kgo.Record{Topic: t.Commands(), Key: []byte(cmd.Key()), Value: v,
-		Headers: []kgo.RecordHeader{{Key: "kevents-command-id", Value: []byte(cmd.ID)}}}, nil
+func commandRecord(t *topology.Topology, cmd *trigger.Command) *kgo.Record {
+	return &kgo.Record{Topic: t.Commands(), Key: []byte(cmd.Key()), Value: cmd.AppendJSON(make([]byte, 0, 512)),
+		Headers: []kgo.RecordHeader{{Key: "kevents-command-id", Value: []byte(cmd.ID)}}}
 }
 
 // eventTime reads the time attribute of a CloudEvent in JSON format; zero when absent.

@@ -3,7 +3,9 @@ package sensor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,16 +14,59 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kevents/kevents/internal/kclient"
+	"github.com/kevents/kevents/internal/metrics"
+	"github.com/kevents/kevents/trigger"
 )
 
-// joinRecord is the value of a record on the matches topic: one dependency's event for one
-// trigger, routed by stage 1 to the partition of its join key.
+// A record on the matches topic is one dependency's event for one trigger, routed by stage 1 to
+// the partition of its join key: the value is the CloudEvent in JSON format, and headers name the
+// trigger (headerTrigger) and the dependency (headerDependency), so stage 2 reads them without
+// parsing the event.
+const headerDependency = "kevents-dependency"
+
+// joinRecord is a match record, decoded.
 type joinRecord struct {
 	Namespace  string          `json:"namespace"`
 	Sensor     string          `json:"sensor"`
 	Trigger    string          `json:"trigger"`
 	Dependency string          `json:"dependency"`
-	Event      json.RawMessage `json:"event"` // the CloudEvent in JSON format
+	Event      json.RawMessage `json:"event"`
+}
+
+// matchRecord builds the match record of an event (in JSON format) for a trigger.
+func matchRecord(topic, key string, jr joinRecord) *kgo.Record {
+	return &kgo.Record{Topic: topic, Key: []byte(key), Value: jr.Event, Headers: []kgo.RecordHeader{
+		{Key: headerTrigger, Value: []byte(jr.Namespace + "/" + jr.Sensor + "/" + jr.Trigger)},
+		{Key: headerDependency, Value: []byte(jr.Dependency)},
+	}}
+}
+
+// decodeMatch reads a match record. Records written before the headers existed carry the whole
+// joinRecord as JSON in the value; they are still read, so an upgrade loses no pending match.
+func decodeMatch(r *kgo.Record) (joinRecord, error) {
+	var jr joinRecord
+	var trig string
+	for _, h := range r.Headers {
+		switch h.Key {
+		case headerTrigger:
+			trig = string(h.Value)
+		case headerDependency:
+			jr.Dependency = string(h.Value)
+		}
+	}
+	if trig == "" {
+		err := json.Unmarshal(r.Value, &jr)
+		return jr, err
+	}
+	parts := strings.SplitN(trig, "/", 3)
+	if len(parts) != 3 || jr.Dependency == "" {
+		return jr, fmt.Errorf("headers %s %q and %s %q: expected <namespace>/<sensor>/<trigger> and a dependency", headerTrigger, trig, headerDependency, jr.Dependency)
+	}
+	if !json.Valid(r.Value) {
+		return jr, errors.New("value: not a CloudEvent in JSON format")
+	}
+	jr.Namespace, jr.Sensor, jr.Trigger, jr.Event = parts[0], parts[1], parts[2], r.Value
+	return jr, nil
 }
 
 // joinState is what a join key waits with: the latest event of each dependency met so far. It
@@ -77,17 +122,45 @@ func stateRecord(topic string, p int32, key []byte, st *joinState) (*kgo.Record,
 	if st == nil {
 		return r, nil
 	}
-	v, err := json.Marshal(st)
-	if err != nil {
-		return nil, err
-	}
-	r.Value = v
+	r.Value = st.appendJSON(nil)
 	r.Headers = []kgo.RecordHeader{
 		{Key: headerTrigger, Value: []byte(st.Namespace + "/" + st.Sensor + "/" + st.Trigger)},
 		{Key: headerFirst, Value: strconv.AppendInt(nil, st.First.UnixNano(), 10)},
 		{Key: headerDeps, Value: []byte(st.Deps)},
 	}
 	return r, nil
+}
+
+// appendJSON appends the state as JSON, the document json.Marshal would write (events in
+// dependency order). Written by hand because json.Marshal re-validates and compacts every
+// event it embeds, which made the state record the join's costliest step; the events are
+// valid JSON already (decodeMatch checked them).
+func (s *joinState) appendJSON(b []byte) []byte {
+	b = append(b, `{"namespace":`...)
+	b = trigger.AppendJSONString(b, s.Namespace)
+	b = append(b, `,"sensor":`...)
+	b = trigger.AppendJSONString(b, s.Sensor)
+	b = append(b, `,"trigger":`...)
+	b = trigger.AppendJSONString(b, s.Trigger)
+	b = append(b, `,"events":{`...)
+	deps := make([]string, 0, len(s.Events))
+	for d := range s.Events {
+		deps = append(deps, d)
+	}
+	sort.Strings(deps)
+	for i, d := range deps {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = trigger.AppendJSONString(b, d)
+		b = append(b, ':')
+		b = append(b, s.Events[d]...)
+	}
+	b = append(b, `},"first":"`...)
+	b = s.First.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","deps":`...)
+	b = trigger.AppendJSONString(b, s.Deps)
+	return append(b, '}')
 }
 
 // restoredState builds a state from a record's headers, keeping the value to decode later;
@@ -139,18 +212,16 @@ func joinKey(namespace, sensor, trigger, correlation string) string {
 // batch's transaction committed (commit) or aborted (abort): an aborted batch is processed again
 // from the same committed state, so it must not have changed it.
 type joinStore struct {
-	mu      sync.Mutex
-	parts   map[int32]map[string]*joinState
-	pending map[string]pendingState
-}
-
-type pendingState struct {
-	part  int32
-	state *joinState // nil: the key is done (tombstoned)
+	mu    sync.Mutex
+	parts map[int32]map[string]*joinState
+	// pending holds the batch's changes per partition; a nil state means the key is done
+	// (tombstoned). Partitions are independent, so stage 2 runs them in parallel: each
+	// goroutine touches only its own partition's maps, created beforehand by prepare.
+	pending map[int32]map[string]*joinState
 }
 
 func newJoinStore() *joinStore {
-	return &joinStore{parts: map[int32]map[string]*joinState{}, pending: map[string]pendingState{}}
+	return &joinStore{parts: map[int32]map[string]*joinState{}, pending: map[int32]map[string]*joinState{}}
 }
 
 func (s *joinStore) restored(p int32) bool {
@@ -158,30 +229,44 @@ func (s *joinStore) restored(p int32) bool {
 	return ok
 }
 
+// prepare makes room for the pending changes of partitions ps, before they are processed
+// concurrently. Callers hold s.mu.
+func (s *joinStore) prepare(ps []int32) {
+	for _, p := range ps {
+		if s.pending[p] == nil {
+			s.pending[p] = map[string]*joinState{}
+		}
+	}
+}
+
 // get returns the state of key as this batch sees it; callers must clone before changing it.
 func (s *joinStore) get(p int32, key string) *joinState {
-	if ps, ok := s.pending[key]; ok {
-		return ps.state
+	if st, ok := s.pending[p][key]; ok {
+		return st
 	}
 	return s.parts[p][key]
 }
 
+// put records a change of the batch; the partition must be prepared.
 func (s *joinStore) put(p int32, key string, st *joinState) {
-	s.pending[key] = pendingState{part: p, state: st}
+	s.pending[p][key] = st
 }
 
 // commit applies the committed batch's changes to partitions still owned.
 func (s *joinStore) commit() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for key, ps := range s.pending {
-		part, owned := s.parts[ps.part]
-		switch {
-		case !owned:
-		case ps.state == nil:
-			delete(part, key)
-		default:
-			part[key] = ps.state
+	for p, changes := range s.pending {
+		part, owned := s.parts[p]
+		if !owned {
+			continue
+		}
+		for key, st := range changes {
+			if st == nil {
+				delete(part, key)
+			} else {
+				part[key] = st
+			}
 		}
 	}
 	clear(s.pending)
@@ -219,10 +304,13 @@ func (s *joinStore) pendingKeys() int {
 // It runs when this member first sees a record of matches partition p after being assigned it.
 // Kafka then has no open transaction of a previous owner on it (the group fetched stable
 // offsets), so everything up to the last stable offset is final.
-func restorePartition(ctx context.Context, kc kclient.Config, topic string, p int32) (map[string]*joinState, error) {
+func restorePartition(ctx context.Context, kc kclient.Config, topic string, p int32, m *metrics.Metrics) (map[string]*joinState, error) {
+	m.SensorRestoringPartitions.Inc()
+	defer m.SensorRestoringPartitions.Dec()
 	state := map[string]*joinState{}
 	names := map[string][3]string{}
 	err := kc.ReadPartition(ctx, topic, p, func(r *kgo.Record) error {
+		m.SensorRestoreRecords.Inc()
 		key := string(r.Key)
 		if r.Value == nil {
 			delete(state, key)
@@ -272,10 +360,11 @@ const sweepInterval = 5 * time.Second
 func (s *joinStore) expire(stateTopic string, triggerOf func(*joinState) *compiledTrigger, now time.Time) []*kgo.Record {
 	var out []*kgo.Record
 	for p, part := range s.parts {
+		s.prepare([]int32{p})
 		for key, committed := range part {
 			st := committed
-			if ps, ok := s.pending[key]; ok {
-				st = ps.state
+			if pending, ok := s.pending[p][key]; ok {
+				st = pending
 			}
 			if st == nil {
 				continue

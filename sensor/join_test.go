@@ -2,6 +2,8 @@ package sensor
 
 import (
 	"encoding/json"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +45,7 @@ func TestJoinStoreCommitAndAbort(t *testing.T) {
 	s := newJoinStore()
 	s.parts[0] = map[string]*joinState{}
 	a := &joinState{Trigger: "t", Events: map[string]json.RawMessage{}}
+	s.prepare([]int32{0, 1})
 	s.put(0, "k", a)
 	if s.get(0, "k") != a {
 		t.Fatal("a batch must see its own pending change")
@@ -51,12 +54,14 @@ func TestJoinStoreCommitAndAbort(t *testing.T) {
 	if s.get(0, "k") != nil {
 		t.Fatal("an aborted change must leave no trace")
 	}
+	s.prepare([]int32{0, 1})
 	s.put(0, "k", a)
 	s.put(1, "other", a) // partition 1 is not owned: its change is not kept
 	s.commit()
 	if s.parts[0]["k"] != a || s.pendingKeys() != 1 {
 		t.Fatalf("committed state %v, %d keys", s.parts, s.pendingKeys())
 	}
+	s.prepare([]int32{0})
 	s.put(0, "k", nil)
 	s.commit()
 	if s.pendingKeys() != 0 {
@@ -96,5 +101,48 @@ func TestStateRecordRoundTrip(t *testing.T) {
 	}
 	if _, err := restoredState(&kgo.Record{Value: []byte("not json")}, map[string][3]string{}); err == nil {
 		t.Error("a record without headers and with a broken value must be an error")
+	}
+}
+
+// TestStateJSON holds the hand-written state encoding to what json.Marshal writes.
+func TestStateJSON(t *testing.T) {
+	st := &joinState{Namespace: "ns", Sensor: "s", Trigger: `t"quoted\`, Deps: "a,b", First: time.Date(2026, 11, 22, 1, 2, 3, 456, time.UTC),
+		Events: map[string]json.RawMessage{"b": json.RawMessage(`{"id":"2","data":{"x":[1,2]}}`), "a": json.RawMessage(`{"id":"1"}`), "é": json.RawMessage(`{}`)}}
+	got := st.appendJSON(nil)
+	want, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g, w any
+	if err := json.Unmarshal(got, &g); err != nil {
+		t.Fatalf("hand-written state is not JSON: %v\n%s", err, got)
+	}
+	json.Unmarshal(want, &w)
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("hand-written state\n%s\njson.Marshal\n%s", got, want)
+	}
+}
+
+// TestDecodeMatch reads match records as stage 1 writes them, as versions before the headers
+// wrote them, and refuses malformed ones.
+func TestDecodeMatch(t *testing.T) {
+	jr := joinRecord{Namespace: "ns", Sensor: "s", Trigger: "t", Dependency: "d", Event: json.RawMessage(`{"id":"1"}`)}
+	got, err := decodeMatch(matchRecord("m", "k", jr))
+	if err != nil || !reflect.DeepEqual(got, jr) {
+		t.Errorf("current format: %+v, %v; want %+v", got, err, jr)
+	}
+	old, _ := json.Marshal(jr)
+	if got, err := decodeMatch(&kgo.Record{Value: old}); err != nil || !reflect.DeepEqual(got, jr) {
+		t.Errorf("previous format: %+v, %v; want %+v", got, err, jr)
+	}
+	bad := matchRecord("m", "k", jr)
+	bad.Value = []byte(`{"id":`)
+	if _, err := decodeMatch(bad); err == nil {
+		t.Error("a match whose event is not JSON was accepted")
+	}
+	bad = matchRecord("m", "k", jr)
+	bad.Headers[0].Value = []byte("no-slashes")
+	if _, err := decodeMatch(bad); err == nil || !strings.Contains(err.Error(), "kevents-trigger") {
+		t.Errorf("a malformed trigger header: %v; want an error naming it", err)
 	}
 }

@@ -1,0 +1,65 @@
+package cloudevent
+
+import (
+	"context"
+	"testing"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestFromRecordFastPathMatchesBinding decodes binary-mode 1.0 records with FromRecord's direct
+// path and with the SDK's binding, and wants the same event or the same failure from both.
+func TestFromRecordFastPathMatchesBinding(t *testing.T) {
+	h := func(kv ...string) []kgo.RecordHeader {
+		var hs []kgo.RecordHeader
+		for i := 0; i < len(kv); i += 2 {
+			hs = append(hs, kgo.RecordHeader{Key: kv[i], Value: []byte(kv[i+1])})
+		}
+		return hs
+	}
+	base := []string{"ce_specversion", "1.0", "ce_id", "id-1", "ce_source", "/src/a", "ce_type", "push"}
+	cases := map[string]*kgo.Record{
+		"minimal": {Headers: h(base...)},
+		"every attribute and data": {Value: []byte(`{"n":1}`), Headers: h(append(base, "content-type", "application/json",
+			"ce_subject", "main", "ce_time", "2026-11-22T01:02:03.456789Z", "ce_dataschema", "https://example.com/s.json")...)},
+		"extensions":                 {Headers: h(append(base, "ce_partitionkey", "k1", "ce_traceparent", "00-abc", "ce_custom", "x")...)},
+		"spaces trimmed":             {Headers: h("ce_specversion", "1.0", "ce_id", " id ", "ce_source", "s", "ce_type", " t ", "ce_subject", " ")},
+		"repeated header, last wins": {Headers: h(append(base, "ce_id", "id-2")...)},
+		"time with an offset":        {Headers: h(append(base, "ce_time", "2026-11-22T02:02:03+01:00")...)},
+		"other headers ignored":      {Headers: h(append(base, "kevents-trace", "x")...)},
+		"empty value":                {Value: []byte{}, Headers: h(base...)},
+		"no id":                      {Headers: h("ce_specversion", "1.0", "ce_source", "s", "ce_type", "t")},
+		"blank id":                   {Headers: h("ce_specversion", "1.0", "ce_id", "  ", "ce_source", "s", "ce_type", "t")},
+		"malformed time":             {Headers: h(append(base, "ce_time", "yesterday")...)},
+		"malformed source":           {Headers: h("ce_specversion", "1.0", "ce_id", "i", "ce_source", "%zz", "ce_type", "t")},
+		"bad extension name":         {Headers: h(append(base, "ce_bad-name", "x")...)},
+	}
+	for name, r := range cases {
+		t.Run(name, func(t *testing.T) {
+			fast, ok, fastErr := fromBinaryV1(r)
+			if !ok {
+				t.Fatal("the direct path declined a lower-case 1.0 record")
+			}
+			m := recordMessage{rec: r, version: specs.Version("1.0")}
+			slow, slowErr := binding.ToEvent(context.Background(), &m)
+			if slowErr == nil {
+				slowErr = slow.Validate()
+			}
+			if (fastErr == nil) != (slowErr == nil) {
+				t.Fatalf("direct path error %v, binding error %v", fastErr, slowErr)
+			}
+			if fastErr != nil {
+				return
+			}
+			fj, _ := fast.MarshalJSON()
+			sj, _ := slow.MarshalJSON()
+			if string(fj) != string(sj) {
+				t.Errorf("direct path %s\nbinding     %s", fj, sj)
+			}
+		})
+	}
+	if _, ok, _ := fromBinaryV1(&kgo.Record{Headers: h(append(base, "CE_Subject", "x")...)}); ok {
+		t.Error("an upper-case header name must go to the binding, which matches names case-insensitively")
+	}
+}
