@@ -8,7 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"math/rand/v2"
 	"sort"
 	"time"
 )
@@ -37,6 +37,10 @@ type Command struct {
 	// a command of its own when this one fails after its retries.
 	DLQ       *Command  `json:"dlq,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
+
+	// partition is the commands partition the command was read from; the executed partition
+	// of its outcome is the same.
+	partition int32
 }
 
 // ErrTerminal marks an error that no retry can fix (a malformed resource, a target that rejected
@@ -71,6 +75,17 @@ type Retry struct {
 	Steps    int           `json:"steps"`
 	Duration time.Duration `json:"duration"`
 	Factor   float64       `json:"factor"`
+	// Jitter adds up to Jitter times each wait, at random, as Kubernetes' wait.Backoff does
+	// (Argo's retryStrategy is one), so retries of many commands spread out.
+	Jitter float64 `json:"jitter,omitempty"`
+}
+
+// jittered returns wait plus up to r.Jitter times wait, at random.
+func (r *Retry) jittered(wait time.Duration) time.Duration {
+	if r == nil || r.Jitter <= 0 {
+		return wait
+	}
+	return wait + time.Duration(rand.Float64()*r.Jitter*float64(wait))
 }
 
 // Key is the Kafka record key of a command: commands of one trigger share a partition so the
@@ -86,15 +101,96 @@ func CommandID(namespace, sensor, trigger string, events []EventRef) string {
 		refs = append([]EventRef(nil), events...)
 		sort.Slice(refs, func(i, j int) bool { return refs[i].Dependency < refs[j].Dependency })
 	}
-	h := sha256.New()
-	for _, s := range []string{namespace, "\x00", sensor, "\x00", trigger} {
-		io.WriteString(h, s)
-	}
+	buf := make([]byte, 0, 256)
+	buf = append(append(append(append(append(buf, namespace...), 0), sensor...), 0), trigger...)
 	for _, r := range refs {
-		for _, s := range []string{"\x00", r.Dependency, "=", r.EventSource, "/", r.EventName, "/", r.ID} {
-			io.WriteString(h, s)
+		buf = append(append(buf, 0), r.Dependency...)
+		buf = append(append(buf, '='), r.EventSource...)
+		buf = append(append(buf, '/'), r.EventName...)
+		buf = append(append(buf, '/'), r.ID...)
+	}
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:16])
+}
+
+// AppendJSON appends the command as JSON, the document json.Marshal would write. Written by hand
+// for the sensor's hot path: json.Marshal re-validates and compacts the embedded spec, and with
+// reflection this was a good share of the sensor's work per event. The spec must be valid JSON,
+// as every Render produces it.
+func (c *Command) AppendJSON(b []byte) []byte {
+	str := func(name, v string) {
+		b = append(b, ',', '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+		b = AppendJSONString(b, v)
+	}
+	b = append(b, `{"id":`...)
+	b = AppendJSONString(b, c.ID)
+	str("namespace", c.Namespace)
+	str("sensor", c.Sensor)
+	str("trigger", c.Trigger)
+	str("type", c.Type)
+	b = append(b, `,"events":`...)
+	if c.Events == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+	}
+	for i, e := range c.Events {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"dependency":`...)
+		b = AppendJSONString(b, e.Dependency)
+		str("id", e.ID)
+		str("eventSource", e.EventSource)
+		str("eventName", e.EventName)
+		b = append(b, `,"time":"`...)
+		b = e.Time.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"', '}')
+	}
+	if c.Events != nil {
+		b = append(b, ']')
+	}
+	b = append(b, `,"spec":`...)
+	if len(c.Spec) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, c.Spec...)
+	}
+	// The optional parts are small and rare: encoding/json is fine for them.
+	for _, opt := range []struct {
+		name string
+		v    any
+		set  bool
+	}{{"retry", c.Retry, c.Retry != nil}, {"rateLimit", c.RateLimit, c.RateLimit != nil},
+		{"allowStatus", c.AllowStatus, len(c.AllowStatus) > 0}, {"labelPolicy", c.LabelPolicy, c.LabelPolicy != nil}} {
+		if opt.set {
+			v, _ := json.Marshal(opt.v)
+			b = append(b, ',', '"')
+			b = append(b, opt.name...)
+			b = append(b, '"', ':')
+			b = append(b, v...)
 		}
 	}
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0])[:16])
+	if c.DLQ != nil {
+		b = append(b, `,"dlq":`...)
+		b = c.DLQ.AppendJSON(b)
+	}
+	b = append(b, `,"createdAt":"`...)
+	b = c.CreatedAt.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"', '}')
+}
+
+// AppendJSONString appends s as a JSON string.
+func AppendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			q, _ := json.Marshal(s) // rare: names and ids are plain ASCII
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }

@@ -85,6 +85,9 @@ func RunExecutor(ctx context.Context, cfg ExecutorConfig) error {
 	if cfg.Env.Logger == nil {
 		cfg.Env.Logger = cfg.Logger
 	}
+	if cfg.Env.Bus == nil {
+		cfg.Env.Bus = &Bus{Kafka: cfg.Kafka, Topology: cfg.Topology}
+	}
 	executors, err := newExecutors(cfg.Env)
 	if err != nil {
 		return err
@@ -136,6 +139,9 @@ func RunExecutor(ctx context.Context, cfg ExecutorConfig) error {
 	stopRunning()
 	p.wg.Wait()
 	p.recording.Wait()
+	p.mu.Lock()
+	p.dropQueued(func(*partition) bool { return true })
+	p.mu.Unlock()
 	// Executors that hold connections (NATS, Kafka, ...) release them.
 	for _, x := range executors {
 		switch c := x.(type) {
@@ -191,6 +197,55 @@ type job struct {
 	offset int64
 	cmd    Command
 	raw    []byte
+	state  jobState // guarded by pool.mu
+}
+
+// jobState is where a job stands, for the pending and running gauges.
+type jobState int
+
+const (
+	jobGone    jobState = iota // finished, dropped, or left to another member: not counted
+	jobPending                 // queued, or waiting for a retry, the rate limit or a slot
+	jobRunning                 // an attempt in progress
+)
+
+// setState moves a job between the gauges; callers hold p.mu.
+func (p *pool) setState(j *job, s jobState) {
+	if j.state == s {
+		return
+	}
+	m, sensor, trig := p.cfg.Metrics, j.cmd.Sensor, j.cmd.Trigger
+	switch j.state {
+	case jobPending:
+		m.CommandsPending.WithLabelValues(sensor, trig).Dec()
+	case jobRunning:
+		m.CommandsRunning.WithLabelValues(sensor, trig).Dec()
+	}
+	switch s {
+	case jobPending:
+		m.CommandsPending.WithLabelValues(sensor, trig).Inc()
+	case jobRunning:
+		m.CommandsRunning.WithLabelValues(sensor, trig).Inc()
+	}
+	j.state = s
+}
+
+func (p *pool) markState(j *job, s jobState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setState(j, s)
+}
+
+// dropQueued takes the queued jobs of the partitions drop selects off the gauges: they stay
+// queued only until their key's worker forgets them. Callers hold p.mu.
+func (p *pool) dropQueued(drop func(*partition) bool) {
+	for _, q := range p.keys {
+		for _, j := range q.jobs {
+			if drop(j.part) {
+				p.setState(j, jobGone)
+			}
+		}
+	}
 }
 
 // add takes one record: it restores the partition's executed ids the first time, skips a
@@ -219,6 +274,7 @@ func (p *pool) add(ctx context.Context, r *kgo.Record) error {
 		part.finished[r.Offset] = true
 		return nil
 	}
+	cmd.partition = r.Partition
 	if part.done[cmd.ID] || part.running[cmd.ID] {
 		p.cfg.Metrics.Skipped.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
 		part.finished[r.Offset] = true
@@ -231,7 +287,9 @@ func (p *pool) add(ctx context.Context, r *kgo.Record) error {
 		q = &keyQueue{}
 		p.keys[cmd.Key()] = q
 	}
-	q.jobs = append(q.jobs, &job{part: part, offset: r.Offset, cmd: cmd, raw: r.Value})
+	j := &job{part: part, offset: r.Offset, cmd: cmd, raw: r.Value}
+	p.setState(j, jobPending)
+	q.jobs = append(q.jobs, j)
 	if !q.running {
 		q.running = true
 		p.wg.Add(1)
@@ -244,6 +302,7 @@ func (p *pool) add(ctx context.Context, r *kgo.Record) error {
 func (p *pool) restore(ctx context.Context, part int32) (map[string]bool, error) {
 	done := map[string]bool{}
 	err := p.cfg.Kafka.ReadPartition(ctx, p.cfg.Topology.Executed(), part, func(r *kgo.Record) error {
+		p.cfg.Metrics.ExecutorRestoreRecords.Inc()
 		if r.Value == nil {
 			delete(done, string(r.Key))
 		} else {
@@ -286,18 +345,18 @@ func (p *pool) run(j *job) {
 	cmd := &j.cmd
 	log := p.cfg.Logger.With("sensor", cmd.Sensor, "trigger", cmd.Trigger, "commandID", cmd.ID)
 	start := time.Now()
-	attempts, err := p.execute(cmd)
+	attempts, err := p.execute(j)
+	p.markState(j, jobGone)
 	if p.ctx.Err() != nil {
 		p.forget(j) // stopped mid-way: it runs again on the next start
 		return
 	}
-	p.cfg.Metrics.ExecSeconds.WithLabelValues(cmd.Sensor, cmd.Trigger).Observe(time.Since(start).Seconds())
+	p.cfg.Metrics.Finished(cmd.Namespace, cmd.Sensor, cmd.Trigger, time.Since(start), err)
 	out := Outcome{ID: cmd.ID, Namespace: cmd.Namespace, Sensor: cmd.Sensor, Trigger: cmd.Trigger, Succeeded: err == nil,
 		Attempts: attempts, DurationMs: time.Since(start).Milliseconds(), FinishedAt: time.Now().UTC()}
 	recs := []*kgo.Record{}
 	if err != nil {
 		out.Error = err.Error()
-		p.cfg.Metrics.Failures.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
 		log.Error("executor: trigger failed after its retries; sent to the DLQ", "attempts", attempts, "err", err)
 		recs = append(recs, &kgo.Record{Topic: p.cfg.Topology.DLQ(), Key: []byte(cmd.Key()), Value: j.raw,
 			Headers: []kgo.RecordHeader{{Key: "kevents-error", Value: []byte(out.Error)}, {Key: "kevents-command-id", Value: []byte(cmd.ID)}}})
@@ -310,7 +369,9 @@ func (p *pool) run(j *job) {
 			}
 		}
 	} else {
-		p.cfg.Metrics.Executions.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
+		if first, ok := firstEventTime(cmd.Events); ok {
+			p.cfg.Metrics.EndToEnd.WithLabelValues(cmd.Sensor, cmd.Trigger).Observe(time.Since(first).Seconds())
+		}
 		log.Debug("executor: trigger done", "attempts", attempts, "duration", time.Since(start))
 	}
 	v, _ := json.Marshal(out)
@@ -365,11 +426,25 @@ func (p *pool) record(j *job, recs []*kgo.Record, log *slog.Logger) {
 	}
 }
 
-// execute runs a command, retrying as its retryStrategy says; it returns the attempts made.
-func (p *pool) execute(cmd *Command) (int, error) {
+// firstEventTime returns the earliest time of a command's input events, if any has one.
+func firstEventTime(events []EventRef) (time.Time, bool) {
+	var first time.Time
+	for _, e := range events {
+		if !e.Time.IsZero() && (first.IsZero() || e.Time.Before(first)) {
+			first = e.Time
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// execute runs a job's command, retrying as its retryStrategy says; it returns the attempts made.
+func (p *pool) execute(j *job) (int, error) {
+	cmd := &j.cmd
 	x, ok := p.executors[cmd.Type]
 	if !ok {
-		return 1, fmt.Errorf("trigger type %q: %w", cmd.Type, errors.New("no executor for it in this member"))
+		err := fmt.Errorf("trigger type %q: %w", cmd.Type, errors.New("no executor for it in this member"))
+		p.cfg.Metrics.Attempt(cmd.Namespace, cmd.Sensor, cmd.Trigger, 0, err)
+		return 1, err
 	}
 	attempts, wait, factor := 1, time.Duration(0), 1.0
 	if r := cmd.Retry; r != nil {
@@ -378,6 +453,7 @@ func (p *pool) execute(cmd *Command) (int, error) {
 	limiter := p.limiter(cmd)
 	var errs []error
 	for i := 0; i < attempts; i++ {
+		p.markState(j, jobPending)
 		if limiter != nil {
 			// Like a retry wait, a rate limit holds up only its own trigger.
 			if err := limiter.Wait(p.ctx); err != nil {
@@ -389,7 +465,7 @@ func (p *pool) execute(cmd *Command) (int, error) {
 			select {
 			case <-p.ctx.Done():
 				return i, p.ctx.Err()
-			case <-time.After(wait):
+			case <-time.After(cmd.Retry.jittered(wait)):
 			}
 			wait = time.Duration(float64(wait) * factor)
 		}
@@ -398,8 +474,14 @@ func (p *pool) execute(cmd *Command) (int, error) {
 		case <-p.ctx.Done():
 			return i, p.ctx.Err()
 		}
+		p.markState(j, jobRunning)
+		start := time.Now()
 		err := x.Execute(p.ctx, cmd)
+		took := time.Since(start)
 		<-p.sem
+		if p.ctx.Err() == nil { // an attempt cut short by stopping is no failure of the target
+			p.cfg.Metrics.Attempt(cmd.Namespace, cmd.Sensor, cmd.Trigger, took, err)
+		}
 		if err == nil {
 			return i + 1, nil
 		}
@@ -434,6 +516,7 @@ func (p *pool) limiter(cmd *Command) *rate.Limiter {
 func (p *pool) finish(j *job, done bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.setState(j, jobGone)
 	delete(j.part.running, j.cmd.ID)
 	if done {
 		j.part.done[j.cmd.ID] = true
@@ -531,6 +614,7 @@ func (p *pool) revoke(ctx context.Context, _ *kgo.Client, lost map[string][]int3
 			delete(p.parts, n)
 		}
 	}
+	p.dropQueued(func(part *partition) bool { return part.revoked })
 }
 
 // outcomePartitioner writes an outcome to the executed partition of its command's partition,

@@ -2,7 +2,10 @@ package trigger
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"io"
 	"log/slog"
 	"net/http"
@@ -185,4 +188,77 @@ func TestExecutorTargetOutage(t *testing.T) {
 	if got := strings.Join(flaky.order["down"], ","); got != "down-00,down-01,down-02,down-03,down-04,down-05,down-06,down-07,down-08,down-09" {
 		t.Errorf("after the outage the commands completed as %q; want all ten in order", got)
 	}
+}
+
+// TestKafkaTriggerOnceAcrossKill SIGKILLs an executor member while it runs kafka trigger commands
+// whose target is the bus itself, and restarts it: a read_committed reader of the target topic
+// must see every command's record exactly once, because each record commits in one transaction
+// with its command's outcome.
+func TestKafkaTriggerOnceAcrossKill(t *testing.T) {
+	env := newPoolEnv(t)
+	const n, triggers, out = 600, 12, "orders-out"
+	if _, err := kadm.NewClient(env.cl).CreateTopic(context.Background(), 3, 1, nil, out); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		trig := fmt.Sprintf("t%02d", i%triggers)
+		id := fmt.Sprintf("%s-%04d", trig, i)
+		spec, _ := json.Marshal(KafkaRequest{Brokers: env.kc.Brokers, Topic: out, Value: []byte(id), RequiredAcks: -1})
+		v, _ := json.Marshal(Command{ID: id, Namespace: "ns", Sensor: "s", Trigger: trig, Type: "kafka", Spec: spec})
+		if err := env.cl.ProduceSync(context.Background(), &kgo.Record{Topic: env.topo.Commands(), Key: []byte("ns/s/" + trig), Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var (
+		mu   sync.Mutex
+		seen = map[string]int{}
+	)
+	reader, err := kgo.NewClient(kgo.SeedBrokers(env.kc.Brokers...), kgo.ConsumeTopics(out),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	readCtx, stopReading := context.WithCancel(context.Background())
+	defer stopReading()
+	go func() {
+		for readCtx.Err() == nil {
+			reader.PollFetches(readCtx).EachRecord(func(r *kgo.Record) {
+				mu.Lock()
+				seen[string(r.Value)]++
+				mu.Unlock()
+			})
+		}
+	}()
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen)
+	}
+
+	child := exec.Command(os.Args[0], "-test.run=^TestExecutorMemberProcess$")
+	child.Env = append(os.Environ(), childBrokersEnv+"="+strings.Join(env.kc.Brokers, ","))
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { child.Wait(); close(exited) }()
+	eventually(t, "the child to write a third of the records", func() bool { return count() >= n/3 })
+	child.Process.Signal(syscall.SIGKILL)
+	<-exited
+	killedAt := count()
+	if killedAt == n {
+		t.Fatal("the child wrote every record before the kill; the test proves nothing")
+	}
+	env.runMemberWith(t, "killed", 16)
+	eventually(t, "every record", func() bool { return count() == n })
+	time.Sleep(500 * time.Millisecond) // a late duplicate would show up by now
+	mu.Lock()
+	defer mu.Unlock()
+	for id, c := range seen {
+		if c != 1 {
+			t.Errorf("record of command %s written %d times", id, c)
+		}
+	}
+	t.Logf("killed after %d of %d records; none written twice", killedAt, n)
 }

@@ -57,7 +57,11 @@ func init() {
 		Render:  renderKafka,
 		Check:   func(t *api.TriggerTemplate) error { return checkKafka(t.Kafka) },
 	}, func(env Env) (Executor, error) {
-		return &kafkaExecutor{secrets: env.Secrets, clients: map[string]*kafkaClient{}}, nil
+		x := &kafkaExecutor{secrets: env.Secrets, clients: map[string]*kafkaClient{}}
+		if env.Bus != nil {
+			x.once = &onceProducer{bus: env.Bus}
+		}
+		return x, nil
 	})
 }
 
@@ -184,6 +188,8 @@ func renderKafka(in RenderInput) (json.RawMessage, error) {
 type kafkaExecutor struct {
 	secrets secrets.Resolver
 	opts    []kgo.Opt // extra client options, for tests
+	// once writes to the bus exactly once; nil when the bus is unknown (tests of the type alone).
+	once *onceProducer
 
 	mu      sync.Mutex
 	clients map[string]*kafkaClient
@@ -250,6 +256,12 @@ func (x *kafkaExecutor) Execute(ctx context.Context, cmd *Command) error {
 
 	ctx, cancel := context.WithTimeout(ctx, kafkaDeliveryTimeout)
 	defer cancel()
+	if x.once != nil && x.once.bus.onTheBus(&r) {
+		if err := x.once.produce(ctx, cmd, rec); err != nil {
+			return fmt.Errorf("kafka trigger: produce to %s exactly once: %w", target, err)
+		}
+		return nil
+	}
 	if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		if connErr := cl.lastConnErr(); connErr != nil {
 			return fmt.Errorf("kafka trigger: produce to %s: %w (last connection error: %w)", target, err, connErr)
@@ -311,6 +323,9 @@ func (x *kafkaExecutor) client(r *KafkaRequest) (*kafkaClient, error) {
 
 // Close closes the producers.
 func (x *kafkaExecutor) Close() error {
+	if x.once != nil {
+		x.once.close()
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for id, cl := range x.clients {

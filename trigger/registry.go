@@ -43,6 +43,8 @@ type Env struct {
 	Secrets secrets.Resolver
 	// HTTPClient is used by trigger types that speak HTTP; nil means a default client.
 	HTTPClient *http.Client
+	// Bus is the cluster kevents runs on; the executor pool sets it.
+	Bus *Bus
 	// Kube reaches the Kubernetes API for the k8s and argoWorkflow triggers; nil means there is
 	// none, and their commands fail with a clear error.
 	Kube *rest.Config
