@@ -13,7 +13,7 @@ KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION
 	-X k8s.io/component-base/version.gitTreeState=clean \
 	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION)
 
-.PHONY: all build run test vet fmt-check bench clean kube test-servers
+.PHONY: all build run test test-containers vet fmt-check bench clean kube test-servers
 
 all: build
 
@@ -27,6 +27,10 @@ run: build
 ## test: vet, gofmt, and every test with the race detector
 test: vet fmt-check
 	$(GO) test -race -count=1 ./...
+
+## test-containers: the end-to-end suite against a real Kafka in a container (needs Docker)
+test-containers:
+	cd testcontainers && $(GO) test -count=1 -v ./...
 
 vet:
 	$(GO) vet ./...
