@@ -296,20 +296,7 @@ func (c *calendar) RunOwned(ctx context.Context, state []byte, commit Commit) er
 
 // event builds the CloudEvent of the fire at t.
 func (c *calendar) event(t time.Time) (cloudevents.Event, error) {
-	data, err := json.Marshal(calendarEventData{EventTime: t.In(c.set.loc).String(), Metadata: c.cfg.Metadata})
-	if err != nil {
-		return cloudevents.Event{}, fmt.Errorf("encode the event data: %w", err)
-	}
-	e := cloudevents.New()
-	e.SetID(calendarEventID(c.key, t))
-	e.SetSource(c.b.EventSource.Metadata.Name)
-	e.SetSubject(c.b.Event.Name)
-	e.SetType("calendar")
-	e.SetTime(time.Now().UTC())
-	if err := e.SetData("application/json", data); err != nil {
-		return cloudevents.Event{}, fmt.Errorf("encode the event: %w", err)
-	}
-	return e, nil
+	return c.b.NewEvent(calendarEventID(c.key, t), time.Now().UTC(), calendarEventData{EventTime: t.In(c.set.loc).String(), Metadata: c.cfg.Metadata})
 }
 
 // calendarEventID is the id of the fire at t of the calendar with the given key: the same

@@ -2,7 +2,6 @@ package source
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -228,20 +227,7 @@ func (f *fileSource) event(c fileChange) (cloudevents.Event, error) {
 			op |= uint32(o.op)
 		}
 	}
-	data, err := json.Marshal(fileEventData{Name: c.name, Op: op, Metadata: f.cfg.Metadata})
-	if err != nil {
-		return cloudevents.Event{}, fmt.Errorf("encode the event data: %w", err)
-	}
-	e := cloudevents.New()
-	e.SetID(uuid.NewString())
-	e.SetSource(f.b.EventSource.Metadata.Name)
-	e.SetSubject(f.b.Event.Name)
-	e.SetType("file")
-	e.SetTime(time.Now().UTC())
-	if err := e.SetData("application/json", data); err != nil {
-		return cloudevents.Event{}, fmt.Errorf("encode the event: %w", err)
-	}
-	return e, nil
+	return f.b.NewEvent(uuid.NewString(), time.Now().UTC(), fileEventData{Name: c.name, Op: op, Metadata: f.cfg.Metadata})
 }
 
 // offer hands a change of the file at name to the commit loop when the file is watched and

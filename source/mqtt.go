@@ -17,7 +17,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kevents/kevents/api"
-	"github.com/kevents/kevents/topology"
 )
 
 // The mqtt source subscribes to an MQTT topic filter (MQTT 3.1.1, through paho) and publishes
@@ -444,21 +443,5 @@ func (m *mqttSource) event(msg mqtt.Message) (cloudevents.Event, error) {
 		}
 		d.Body = json.RawMessage(msg.Payload())
 	}
-	data, err := json.Marshal(d)
-	if err != nil {
-		return cloudevents.Event{}, fmt.Errorf("encode the event data: %w", err)
-	}
-	if len(data) > topology.MaxRecordBytes {
-		return cloudevents.Event{}, fmt.Errorf("the event (%d bytes) is larger than Kafka accepts (%d bytes)", len(data), topology.MaxRecordBytes)
-	}
-	e := cloudevents.New()
-	e.SetID(uuid.NewString())
-	e.SetSource(m.b.EventSource.Metadata.Name)
-	e.SetSubject(m.b.Event.Name)
-	e.SetType("mqtt")
-	e.SetTime(time.Now().UTC())
-	if err := e.SetData("application/json", data); err != nil {
-		return cloudevents.Event{}, fmt.Errorf("encode the event: %w", err)
-	}
-	return e, nil
+	return m.b.NewEvent(uuid.NewString(), time.Now().UTC(), d)
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kevents/kevents/api"
-	"github.com/kevents/kevents/topology"
 )
 
 // The redis source subscribes to Redis pub/sub channels and publishes every message to the
@@ -319,21 +318,5 @@ func (r *redisSource) event(m *redis.Message) (cloudevents.Event, error) {
 		}
 		d.Body = json.RawMessage(m.Payload)
 	}
-	data, err := json.Marshal(d)
-	if err != nil {
-		return cloudevents.Event{}, fmt.Errorf("encode the event data: %w", err)
-	}
-	if len(data) > topology.MaxRecordBytes {
-		return cloudevents.Event{}, fmt.Errorf("the event (%d bytes) is larger than Kafka accepts (%d bytes)", len(data), topology.MaxRecordBytes)
-	}
-	e := cloudevents.New()
-	e.SetID(uuid.NewString())
-	e.SetSource(r.b.EventSource.Metadata.Name)
-	e.SetSubject(r.b.Event.Name)
-	e.SetType("redis")
-	e.SetTime(time.Now().UTC())
-	if err := e.SetData("application/json", data); err != nil {
-		return cloudevents.Event{}, fmt.Errorf("encode the event: %w", err)
-	}
-	return e, nil
+	return r.b.NewEvent(uuid.NewString(), time.Now().UTC(), d)
 }

@@ -2,7 +2,6 @@ package source
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kevents/kevents/api"
-	"github.com/kevents/kevents/topology"
 )
 
 // The redisStream source reads Redis streams through a consumer group and publishes every
@@ -286,23 +284,8 @@ func (s *redisStreamSource) handle(ctx context.Context, rdb *redis.Client, strea
 // event builds the CloudEvent of an entry. Its id and time derive from the entry, so a
 // redelivered entry yields the same event.
 func (s *redisStreamSource) event(stream string, m redis.XMessage) (cloudevents.Event, error) {
-	data, err := json.Marshal(redisStreamData{Stream: stream, ID: m.ID, Values: m.Values, Metadata: s.cfg.Metadata})
-	if err != nil {
-		return cloudevents.Event{}, fmt.Errorf("encode the event data: %w", err)
-	}
-	if len(data) > topology.MaxRecordBytes {
-		return cloudevents.Event{}, fmt.Errorf("the event (%d bytes) is larger than Kafka accepts (%d bytes)", len(data), topology.MaxRecordBytes)
-	}
-	e := cloudevents.New()
-	e.SetID(fmt.Sprintf("%s:%s:%s:%d:%s:%s", s.b.EventSource.Metadata.Name, s.b.Event.Name, s.cfg.HostAddress, s.cfg.DB, stream, m.ID))
-	e.SetSource(s.b.EventSource.Metadata.Name)
-	e.SetSubject(s.b.Event.Name)
-	e.SetType("redisStream")
-	e.SetTime(redisStreamTime(m.ID))
-	if err := e.SetData("application/json", data); err != nil {
-		return cloudevents.Event{}, fmt.Errorf("encode the event: %w", err)
-	}
-	return e, nil
+	id := fmt.Sprintf("%s:%s:%s:%d:%s:%s", s.b.EventSource.Metadata.Name, s.b.Event.Name, s.cfg.HostAddress, s.cfg.DB, stream, m.ID)
+	return s.b.NewEvent(id, redisStreamTime(m.ID), redisStreamData{Stream: stream, ID: m.ID, Values: m.Values, Metadata: s.cfg.Metadata})
 }
 
 // redisStreamTime is the time in an entry id ("<unix ms>-<seq>"), or now for an id set by hand

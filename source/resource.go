@@ -442,19 +442,6 @@ func (r *resourceSource) event(c resourceChange) (cloudevents.Event, error) {
 			return cloudevents.Event{}, err
 		}
 	}
-	data, err := json.Marshal(d)
-	if err != nil {
-		return cloudevents.Event{}, err
-	}
 	sum := sha256.Sum256([]byte(r.key + "|" + c.typ + "|" + string(c.obj.GetUID()) + "|" + c.obj.GetResourceVersion()))
-	e := cloudevents.New()
-	e.SetID(hex.EncodeToString(sum[:16]))
-	e.SetSource(r.b.EventSource.Metadata.Name)
-	e.SetSubject(r.b.Event.Name)
-	e.SetType("resource")
-	e.SetTime(time.Now().UTC())
-	if err := e.SetData("application/json", data); err != nil {
-		return cloudevents.Event{}, err
-	}
-	return e, nil
+	return r.b.NewEvent(hex.EncodeToString(sum[:16]), time.Now().UTC(), d)
 }

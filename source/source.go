@@ -4,6 +4,7 @@ package source
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -92,6 +93,29 @@ type Build struct {
 	Event       api.Event
 	Topic       string
 	Env         *Env
+}
+
+// NewEvent is an event of b in Argo's shape: type the source type, source the EventSource's
+// name, subject the event's name, and data as JSON. An event larger than Kafka accepts is an
+// error, so the caller can acknowledge and drop its message instead of retrying it forever.
+func (b Build) NewEvent(id string, at time.Time, data any) (cloudevents.Event, error) {
+	d, err := json.Marshal(data)
+	if err != nil {
+		return cloudevents.Event{}, fmt.Errorf("encode the event data: %w", err)
+	}
+	if len(d) > topology.MaxRecordBytes {
+		return cloudevents.Event{}, fmt.Errorf("the event (%d bytes) is larger than Kafka accepts (%d bytes)", len(d), topology.MaxRecordBytes)
+	}
+	e := cloudevents.New()
+	e.SetID(id)
+	e.SetSource(b.EventSource.Metadata.Name)
+	e.SetSubject(b.Event.Name)
+	e.SetType(b.Event.Type)
+	e.SetTime(at)
+	if err := e.SetData("application/json", d); err != nil {
+		return cloudevents.Event{}, fmt.Errorf("encode the event: %w", err)
+	}
+	return e, nil
 }
 
 // Source is a running pull source. Push sources (webhooks) register HTTP routes instead and
