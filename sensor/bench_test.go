@@ -184,44 +184,71 @@ func BenchmarkSensor(b *testing.B) {
 	if v, err := strconv.Atoi(getenv("KEVENTS_BENCH_SENSOR_EVENTS")); err == nil && v > 0 {
 		n = v
 	}
-	var ceiling float64
-	b.Run("ceiling", func(b *testing.B) {
-		env := newBenchEnv(b, 12, "src")
-		env.produceEvents(b, "src", "e", n, func(i int) string { return `{"n":` + strconv.Itoa(i) + `}` })
-		start := time.Now()
-		transactLoop(b, env, n)
-		ceiling = float64(n) / time.Since(start).Seconds()
-		b.ReportMetric(ceiling, "events/s")
-	})
-	b.Run("single-dependency", func(b *testing.B) {
-		env := newBenchEnv(b, 12, "src")
-		env.produceEvents(b, "src", "e", n, func(i int) string { return `{"n":` + strconv.Itoa(i) + `}` })
-		start := time.Now()
-		stop := env.runSensor(b, benchSingle)
-		end := env.awaitCommitted(b, env.topo.Commands(), n, nil)
-		stop()
-		rate := float64(n) / end.Sub(start).Seconds()
-		b.ReportMetric(rate, "events/s")
-		if ceiling > 0 {
-			b.ReportMetric(rate/ceiling, "ratio")
+	// The three runs alternate, and each figure is the median of rounds: on a shared 2-core
+	// machine one run of the ceiling alone varied from 160,000 to 280,000 events/s.
+	rounds := 3
+	if v, err := strconv.Atoi(getenv("KEVENTS_BENCH_SENSOR_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	single := func(i int) string { return `{"n":` + strconv.Itoa(i) + `}` }
+	runs := []struct {
+		name string
+		run  func(b *testing.B) float64
+	}{
+		{"ceiling", func(b *testing.B) float64 {
+			env := newBenchEnv(b, 12, "src")
+			env.produceEvents(b, "src", "e", n, single)
+			start := time.Now()
+			transactLoop(b, env, n)
+			return float64(n) / time.Since(start).Seconds()
+		}},
+		{"single-dependency", func(b *testing.B) float64 {
+			env := newBenchEnv(b, 12, "src")
+			env.produceEvents(b, "src", "e", n, single)
+			start := time.Now()
+			stop := env.runSensor(b, benchSingle)
+			end := env.awaitCommitted(b, env.topo.Commands(), n, nil)
+			stop()
+			return float64(n) / end.Sub(start).Seconds()
+		}},
+		{"and-join", func(b *testing.B) float64 {
+			env := newBenchEnv(b, 12, "src")
+			pairs := n / 2
+			gen := func(i int) string { return `{"id":"p` + strconv.Itoa(i) + `"}` }
+			env.produceEvents(b, "src", "a", pairs, gen)
+			env.produceEvents(b, "src", "b", pairs, gen)
+			start := time.Now()
+			stop := env.runSensor(b, benchJoin)
+			end := env.awaitCommitted(b, env.topo.Commands(), pairs, nil)
+			stop()
+			return float64(2*pairs) / end.Sub(start).Seconds()
+		}},
+	}
+	rates := make([][]float64, len(runs))
+	for r := 0; r < rounds; r++ {
+		for i, run := range runs {
+			b.Run(fmt.Sprintf("%s/round-%d", run.name, r+1), func(b *testing.B) {
+				rate := run.run(b)
+				rates[i] = append(rates[i], rate)
+				b.ReportMetric(rate, "events/s")
+			})
 		}
-	})
-	b.Run("and-join", func(b *testing.B) {
-		env := newBenchEnv(b, 12, "src")
-		pairs := n / 2
-		gen := func(i int) string { return `{"id":"p` + strconv.Itoa(i) + `"}` }
-		env.produceEvents(b, "src", "a", pairs, gen)
-		env.produceEvents(b, "src", "b", pairs, gen)
-		start := time.Now()
-		stop := env.runSensor(b, benchJoin)
-		end := env.awaitCommitted(b, env.topo.Commands(), pairs, nil)
-		stop()
-		rate := float64(2*pairs) / end.Sub(start).Seconds()
-		b.ReportMetric(rate, "events/s")
-		if ceiling > 0 {
-			b.ReportMetric(rate/ceiling, "ratio")
-		}
-	})
+	}
+	median := func(xs []float64) float64 {
+		s := append([]float64(nil), xs...)
+		sort.Float64s(s)
+		return s[len(s)/2]
+	}
+	ceiling := median(rates[0])
+	for i, run := range runs {
+		m := median(rates[i])
+		b.Run(run.name+"/median", func(b *testing.B) {
+			b.ReportMetric(m, "events/s")
+			if i > 0 {
+				b.ReportMetric(m/ceiling, "ratio")
+			}
+		})
+	}
 }
 
 // transactLoop is the reference: consume n records in a GroupTransactSession and produce one
