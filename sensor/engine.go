@@ -450,33 +450,34 @@ func (st *stage) match(r *kgo.Record) ([]*kgo.Record, []*trigger.Command) {
 // parallel. A failed restore fails the batch, which then runs again. Callers hold st.store.mu.
 func (st *stage) restore(ctx context.Context, parts []kgo.FetchTopicPartition) error {
 	cfg := st.cfg
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
+	var todo []int32
 	for _, p := range parts {
-		if st.store.restored(p.Partition) {
-			continue
+		if !st.store.restored(p.Partition) {
+			todo = append(todo, p.Partition)
 		}
+	}
+	restored := make([]map[string]*joinState, len(todo))
+	errs := make([]error, len(todo))
+	var wg sync.WaitGroup
+	for i, p := range todo {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
 			defer cancel()
 			start := time.Now()
-			part, err := restorePartition(rctx, cfg.Kafka, cfg.Topology.State(), p.Partition, cfg.Metrics)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
+			restored[i], errs[i] = restorePartition(rctx, cfg.Kafka, cfg.Topology.State(), p, cfg.Metrics)
+			if errs[i] == nil {
+				cfg.Logger.Info("sensor: restored join state", "partition", p, "keys", len(restored[i]), "took", time.Since(start))
 			}
-			st.store.parts[p.Partition] = part
-			cfg.Logger.Info("sensor: restored join state", "partition", p.Partition, "keys", len(part), "took", time.Since(start))
 		}()
 	}
 	wg.Wait()
+	for i, p := range todo {
+		if errs[i] == nil {
+			st.store.parts[p] = restored[i]
+		}
+	}
 	return errors.Join(errs...)
 }
 
