@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kevents/kevents/internal/kclient"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"io"
 	"log/slog"
 	"net"
@@ -338,4 +340,57 @@ func countingHandler(mu *sync.Mutex, seen map[string]int) http.Handler {
 		seen[string(body.N)]++
 		mu.Unlock()
 	})
+}
+
+// TestGracefulStopLeavesGroups stops a member as SIGTERM would: it leaves the sensor and executor
+// groups at once, so its partitions move now rather than after the session timeout.
+func TestGracefulStopLeavesGroups(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "defs.yaml"), fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: EventSource
+metadata: {name: hooks}
+spec:
+  webhook:
+    push: {port: "%d", endpoint: /push, method: POST}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: logger}
+spec:
+  dependencies: [{name: push, eventSourceName: hooks, eventName: push}]
+  triggers: [{template: {name: log, log: {}}}]
+`, freePort(t)))
+	topo, err := topology.New(topology.Partitions(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := start(t, runConfig{paths: []string{dir}, kafka: kclient.Config{Brokers: cluster.ListenAddrs()}, topology: topo,
+		metricsAddr: "127.0.0.1:0", member: "leaver", publishTimeout: 5 * time.Second, logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	members := func() int {
+		groups, err := adm.DescribeGroups(context.Background(), sensor.GroupID(topo), trigger.GroupID(topo))
+		if err != nil {
+			return -1
+		}
+		n := 0
+		for _, g := range groups {
+			n += len(g.Members)
+		}
+		return n
+	}
+	waitFor(t, "the member in both groups", func() bool { return members() == 2 })
+	in.stop(t)
+	if n := members(); n != 0 {
+		t.Errorf("%d memberships left after a graceful stop; want none", n)
+	}
 }

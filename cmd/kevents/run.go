@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kevents/kevents/api"
 	"github.com/kevents/kevents/internal/broker"
@@ -385,12 +386,48 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 
 	<-runCtx.Done()
 	wg.Wait()
+	if ctx.Err() != nil {
+		leaveGroups(adm, cfg, log)
+	}
 	close(stageErrs)
 	var stageErr []error
 	for err := range stageErrs {
 		stageErr = append(stageErr, err)
 	}
 	return errors.Join(stageErr...)
+}
+
+// leaveGroups takes this member out of its consumer groups after a stop that was asked for
+// (SIGTERM, Ctrl-C). Members are static (--member is the group instance id) so that a crashed
+// member restarted under its name takes its partitions back at once, and static members do not
+// leave by closing; after a deliberate stop, leaving moves the partitions now instead of after
+// the session timeout. A stage that failed does not leave: its supervisor restarts it.
+func leaveGroups(adm *kadm.Client, cfg runConfig, log *slog.Logger) {
+	var groups []string
+	if cfg.stages.has(stageSensor) {
+		groups = append(groups, sensor.GroupID(cfg.topology))
+	}
+	if cfg.stages.has(stageExecutor) {
+		groups = append(groups, trigger.GroupID(cfg.topology))
+	}
+	if cfg.stages.has(stageSources) {
+		groups = append(groups, cfg.topology.Sources()) // the owned sources' group
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, g := range groups {
+		resps, err := adm.LeaveGroup(ctx, kadm.LeaveGroup(g).InstanceIDs(cfg.member))
+		if err != nil {
+			log.Warn("cannot leave the consumer group; its partitions move after the session timeout", "group", g, "err", err)
+			continue
+		}
+		for _, r := range resps {
+			// A group this member never joined (no owned sources, say) answers unknown member.
+			if r.Err != nil && !errors.Is(r.Err, kerr.UnknownMemberID) {
+				log.Warn("cannot leave the consumer group; its partitions move after the session timeout", "group", g, "err", r.Err)
+			}
+		}
+	}
 }
 
 // split sorts checked documents into EventSources and Sensors.
