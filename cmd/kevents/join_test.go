@@ -3,6 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/kevents/kevents/sensor"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -83,9 +86,18 @@ func TestJoinSurvivesRestart(t *testing.T) {
 	in := start(t, cfg)
 	mustPost("/build", `{"artifact":"v1"}`)
 	mustPost("/build", `{"artifact":"v2"}`) // the latest event of a dependency wins
-	waitFor(t, "the join to hold the build events", func() bool {
-		return testutil.ToFloat64(in.metrics.EventsMatched.WithLabelValues("release", "build")) == 2
+	// Both builds must be committed past stage 1 before the restart: events of one dependency
+	// in different source partitions are matched concurrently, so a build still in the source
+	// topic could reach the join after a tests event posted later.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(in.info.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the sensor to commit both build events", func() bool {
+		return testutil.ToFloat64(in.metrics.EventsMatched.WithLabelValues("release", "build")) == 2 &&
+			caughtUp(t, kadm.NewClient(cl), sensor.GroupID(topo), topo.SourceTopic("default", "ci"))
 	})
+	cl.Close()
 	in.stop(t)
 	if n := len(sk.requests()); n != 0 {
 		t.Fatalf("the trigger fired with only one dependency met (%d requests)", n)

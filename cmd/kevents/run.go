@@ -417,12 +417,14 @@ func leaveGroups(adm *kadm.Client, cfg runConfig, log *slog.Logger) {
 	defer cancel()
 	for _, g := range groups {
 		resps, err := adm.LeaveGroup(ctx, kadm.LeaveGroup(g).InstanceIDs(cfg.member))
+		if errors.Is(err, kerr.GroupIDNotFound) {
+			continue // never joined: no owned sources, say
+		}
 		if err != nil {
 			log.Warn("cannot leave the consumer group; its partitions move after the session timeout", "group", g, "err", err)
 			continue
 		}
 		for _, r := range resps {
-			// A group this member never joined (no owned sources, say) answers unknown member.
 			if r.Err != nil && !errors.Is(r.Err, kerr.UnknownMemberID) {
 				log.Warn("cannot leave the consumer group; its partitions move after the session timeout", "group", g, "err", r.Err)
 			}
