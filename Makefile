@@ -44,6 +44,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -benchmem ./cmd/kevents/
 	$(GO) test -run '^$$' -bench 'BenchmarkSensor|BenchmarkRestore' -benchtime 1x ./sensor/
 	$(GO) test -run '^$$' -bench BenchmarkExecutor -benchtime 1x ./trigger/
+	$(GO) test -run '^$$' -bench 'BenchmarkWebhookIngest|BenchmarkKafkaSource' -benchtime 1x ./source/
 	$(GO) test -run '^$$' -bench 'BenchmarkMatchExprs|BenchmarkScriptFilter|BenchmarkTransform' -benchmem ./sensor/
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/cloudevent/
 
