@@ -93,16 +93,16 @@ func checkMQTT(ev api.Event) error {
 	if m.ClientID == "" {
 		errs = append(errs, errors.New("clientId: missing; expected the client id of the MQTT session"))
 	}
-	if _, err := parseNATSBackoff(m.ConnectionBackoff); err != nil {
+	if _, err := parseBackoff(m.ConnectionBackoff); err != nil {
 		errs = append(errs, fmt.Errorf("connectionBackoff.%w", err))
 	}
 	if m.TLS != nil {
-		if err := checkNATSTLS(m.TLS); err != nil {
+		if err := checkTLS(m.TLS); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if m.Auth != nil {
-		errs = append(errs, checkNATSSecretRef("auth.username", m.Auth.Username), checkNATSSecretRef("auth.password", m.Auth.Password))
+		errs = append(errs, checkSecretRef("auth.username", m.Auth.Username), checkSecretRef("auth.password", m.Auth.Password))
 	}
 	if m.Filter != nil && m.Filter.Expression != "" {
 		errs = append(errs, api.NotSupported("mqtt eventsource field", "filter"))
@@ -162,7 +162,7 @@ type mqttSource struct {
 	cfg      api.MQTTEventSource
 	shared   bool
 	clientID string
-	backoff  natsBackoff
+	backoff  connBackoff
 	tls      *tls.Config
 	user     string
 	password string
@@ -173,7 +173,7 @@ func newMQTT(b Build) (OwnedSource, error) {
 	cfg := b.Event.Spec.(api.MQTTEventSource) // checkMQTT verified the type
 	m := &mqttSource{b: b, cfg: cfg, shared: strings.HasPrefix(cfg.Topic, mqttSharePrefix), clientID: cfg.ClientID}
 	var err error
-	if m.backoff, err = parseNATSBackoff(cfg.ConnectionBackoff); err != nil {
+	if m.backoff, err = parseBackoff(cfg.ConnectionBackoff); err != nil {
 		return nil, fmt.Errorf("connectionBackoff.%w", err)
 	}
 	if m.shared && b.Env.Member != "" {

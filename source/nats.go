@@ -53,11 +53,11 @@ func checkNATSSource(ev api.Event) error {
 	if n.Queue != nil && (*n.Queue == "" || strings.ContainsAny(*n.Queue, " \t\r\n")) {
 		errs = append(errs, fmt.Errorf("queue: %q; expected a queue group name without whitespace (omit queue to subscribe without one)", *n.Queue))
 	}
-	if _, err := parseNATSBackoff(n.ConnectionBackoff); err != nil {
+	if _, err := parseBackoff(n.ConnectionBackoff); err != nil {
 		errs = append(errs, fmt.Errorf("connectionBackoff.%w", err))
 	}
 	if n.TLS != nil {
-		if err := checkNATSTLS(n.TLS); err != nil {
+		if err := checkTLS(n.TLS); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -129,17 +129,17 @@ func redactNATSServerURL(s string) string {
 	return strings.Join(parts, ",")
 }
 
-func checkNATSSecretRef(field string, s *api.SecretKeySelector) error {
+func checkSecretRef(field string, s *api.SecretKeySelector) error {
 	if s == nil || s.Name == "" || s.Key == "" {
 		return fmt.Errorf("%s: a secret name and key are required", field)
 	}
 	return nil
 }
 
-// checkNATSTLS validates tls as Argo's ValidateTLSConfig does: insecureSkipVerify or enabled is
-// enough, else a CA or a client certificate must be set, and a client certificate goes with its
-// key.
-func checkNATSTLS(t *api.TLSConfig) error {
+// checkTLS validates a source's tls as Argo's ValidateTLSConfig does: insecureSkipVerify or
+// enabled is enough, else a CA or a client certificate must be set, and a client certificate
+// goes with its key.
+func checkTLS(t *api.TLSConfig) error {
 	cert, key := t.ClientCertSecret != nil, t.ClientKeySecret != nil
 	if !t.InsecureSkipVerify && !t.Enabled && t.CACertSecret == nil && !cert && !key {
 		return errors.New("tls: set enabled, insecureSkipVerify, caCertSecret or clientCertSecret and clientKeySecret")
@@ -153,7 +153,7 @@ func checkNATSTLS(t *api.TLSConfig) error {
 		ref  *api.SecretKeySelector
 	}{{"caCertSecret", t.CACertSecret}, {"clientCertSecret", t.ClientCertSecret}, {"clientKeySecret", t.ClientKeySecret}} {
 		if f.ref != nil {
-			if err := checkNATSSecretRef("tls."+f.name, f.ref); err != nil {
+			if err := checkSecretRef("tls."+f.name, f.ref); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -178,30 +178,31 @@ func checkNATSSourceAuth(a *api.NATSAuth) error {
 		return errors.New("auth: set only one of basic, token, nkey and credential")
 	case a.Basic != nil:
 		return errors.Join(
-			checkNATSSecretRef("auth.basic.username", a.Basic.Username),
-			checkNATSSecretRef("auth.basic.password", a.Basic.Password))
+			checkSecretRef("auth.basic.username", a.Basic.Username),
+			checkSecretRef("auth.basic.password", a.Basic.Password))
 	case a.Token != nil:
-		return checkNATSSecretRef("auth.token", a.Token)
+		return checkSecretRef("auth.token", a.Token)
 	case a.NKey != nil:
-		return checkNATSSecretRef("auth.nkey", a.NKey)
+		return checkSecretRef("auth.nkey", a.NKey)
 	default:
-		return checkNATSSecretRef("auth.credential", a.Credential)
+		return checkSecretRef("auth.credential", a.Credential)
 	}
 }
 
-// natsBackoff is connectionBackoff read as Argo reads it.
-type natsBackoff struct {
+// connBackoff is a source's connectionBackoff read as Argo reads it.
+type connBackoff struct {
 	duration time.Duration
 	factor   float64
 	jitter   float64
 	steps    int
 }
 
-// parseNATSBackoff reads Argo's Backoff: duration an integer of nanoseconds or a Go duration
-// string, factor and jitter numbers (possibly quoted), steps a count; Argo's defaults (1 s,
-// factor 1, jitter 1, 5 steps) fill what is unset. Errors start with the field name.
-func parseNATSBackoff(b *api.Backoff) (natsBackoff, error) {
-	out := natsBackoff{duration: time.Second, factor: 1, jitter: 1, steps: 5}
+// parseBackoff reads a source's connectionBackoff, Argo's Backoff: duration an integer of
+// nanoseconds or a Go duration string, factor and jitter numbers (possibly quoted), steps a
+// count; Argo's defaults (1 s, factor 1, jitter 1, 5 steps) fill what is unset. Errors start
+// with the field name.
+func parseBackoff(b *api.Backoff) (connBackoff, error) {
+	out := connBackoff{duration: time.Second, factor: 1, jitter: 1, steps: 5}
 	if b == nil {
 		return out, nil
 	}
@@ -241,7 +242,7 @@ func parseNATSBackoff(b *api.Backoff) (natsBackoff, error) {
 // wait is the pause before retry number attempt (0-based): duration × factor^attempt, growing
 // for steps attempts and capped at a minute (or at duration when that is longer), plus up to
 // jitter × that at random.
-func (b natsBackoff) wait(attempt int) time.Duration {
+func (b connBackoff) wait(attempt int) time.Duration {
 	d := float64(b.duration) * math.Pow(b.factor, float64(min(attempt, b.steps-1)))
 	if limit := float64(max(b.duration, time.Minute)); d > limit {
 		d = limit
@@ -306,7 +307,7 @@ type natsSource struct {
 	b       Build
 	cfg     api.NATSEventsSource
 	url     string // redacted, for logs and errors
-	backoff natsBackoff
+	backoff connBackoff
 	opts    []nats.Option // TLS and auth, resolved from Secrets
 
 	mu       sync.Mutex
@@ -318,7 +319,7 @@ func newNATSSource(b Build) (Source, error) {
 	cfg := b.Event.Spec.(api.NATSEventsSource)
 	n := &natsSource{b: b, cfg: cfg, url: redactNATSServerURL(cfg.URL)}
 	var err error
-	if n.backoff, err = parseNATSBackoff(n.cfg.ConnectionBackoff); err != nil {
+	if n.backoff, err = parseBackoff(n.cfg.ConnectionBackoff); err != nil {
 		return nil, fmt.Errorf("connectionBackoff.%w", err)
 	}
 	if n.cfg.TLS != nil {

@@ -753,7 +753,7 @@ func TestNATSReconnect(t *testing.T) {
 }
 
 func TestNATSBackoff(t *testing.T) {
-	b, err := parseNATSBackoff(&api.Backoff{Duration: api.Opaque(`"10ms"`), Factor: api.Opaque(`2`), Jitter: api.Opaque(`"0"`), Steps: 3})
+	b, err := parseBackoff(&api.Backoff{Duration: api.Opaque(`"10ms"`), Factor: api.Opaque(`2`), Jitter: api.Opaque(`"0"`), Steps: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -764,13 +764,13 @@ func TestNATSBackoff(t *testing.T) {
 	if want := []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond, 40 * time.Millisecond, 40 * time.Millisecond}; !reflect.DeepEqual(got, want) {
 		t.Errorf("waits %v, want %v", got, want)
 	}
-	if b, _ := parseNATSBackoff(&api.Backoff{Duration: api.Opaque(`1000000`)}); b.duration != time.Millisecond || b.steps != 5 || b.factor != 1 || b.jitter != 1 {
+	if b, _ := parseBackoff(&api.Backoff{Duration: api.Opaque(`1000000`)}); b.duration != time.Millisecond || b.steps != 5 || b.factor != 1 || b.jitter != 1 {
 		t.Errorf("integer duration and defaults: %+v", b)
 	}
-	if b, _ := parseNATSBackoff(&api.Backoff{Duration: api.Opaque(`"1s"`), Factor: api.Opaque(`10`), Jitter: api.Opaque(`0`), Steps: 10}); b.wait(9) != time.Minute {
+	if b, _ := parseBackoff(&api.Backoff{Duration: api.Opaque(`"1s"`), Factor: api.Opaque(`10`), Jitter: api.Opaque(`0`), Steps: 10}); b.wait(9) != time.Minute {
 		t.Errorf("wait(9) = %v, want capped at a minute", b.wait(9))
 	}
-	if b, _ := parseNATSBackoff(nil); b.wait(0) < time.Second || b.wait(0) > 2*time.Second {
+	if b, _ := parseBackoff(nil); b.wait(0) < time.Second || b.wait(0) > 2*time.Second {
 		t.Errorf("Argo's default: first wait %v, want 1-2 s", b.wait(0))
 	}
 	for _, d := range []uint64{0, 1, 2, 3, 6, 100} {
