@@ -336,3 +336,35 @@ func (c *Correlation) validate(path string, deps map[string]bool) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Check reports a Secret reference without a name or a key; field names the reference in the
+// error ("http.basicAuth.username").
+func (s *SecretKeySelector) Check(field string) error {
+	if s == nil || s.Name == "" || s.Key == "" {
+		return fmt.Errorf("%s: a secret name and key are required", field)
+	}
+	return nil
+}
+
+// Check validates a TLS configuration as Argo's ValidateTLSConfig does: insecureSkipVerify or
+// enabled is enough, else a CA or a client certificate must be set, and a client certificate
+// goes with its key. field prefixes the errors ("http.tls").
+func (t *TLSConfig) Check(field string) error {
+	cert, key := t.ClientCertSecret != nil, t.ClientKeySecret != nil
+	if !t.InsecureSkipVerify && !t.Enabled && t.CACertSecret == nil && !cert && !key {
+		return fmt.Errorf("%s: set enabled, insecureSkipVerify, caCertSecret or clientCertSecret and clientKeySecret", field)
+	}
+	if cert != key {
+		return fmt.Errorf("%s: clientCertSecret and clientKeySecret go together", field)
+	}
+	var errs []error
+	for _, f := range []struct {
+		name string
+		ref  *SecretKeySelector
+	}{{"caCertSecret", t.CACertSecret}, {"clientCertSecret", t.ClientCertSecret}, {"clientKeySecret", t.ClientKeySecret}} {
+		if f.ref != nil {
+			errs = append(errs, f.ref.Check(field+"."+f.name))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -97,12 +97,12 @@ func checkMQTT(ev api.Event) error {
 		errs = append(errs, fmt.Errorf("connectionBackoff.%w", err))
 	}
 	if m.TLS != nil {
-		if err := checkTLS(m.TLS); err != nil {
+		if err := m.TLS.Check("tls"); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if m.Auth != nil {
-		errs = append(errs, checkSecretRef("auth.username", m.Auth.Username), checkSecretRef("auth.password", m.Auth.Password))
+		errs = append(errs, m.Auth.Username.Check("auth.username"), m.Auth.Password.Check("auth.password"))
 	}
 	if m.Filter != nil && m.Filter.Expression != "" {
 		errs = append(errs, api.NotSupported("mqtt eventsource field", "filter"))

@@ -57,7 +57,7 @@ func checkNATSSource(ev api.Event) error {
 		errs = append(errs, fmt.Errorf("connectionBackoff.%w", err))
 	}
 	if n.TLS != nil {
-		if err := checkTLS(n.TLS); err != nil {
+		if err := n.TLS.Check("tls"); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -129,38 +129,6 @@ func redactNATSServerURL(s string) string {
 	return strings.Join(parts, ",")
 }
 
-func checkSecretRef(field string, s *api.SecretKeySelector) error {
-	if s == nil || s.Name == "" || s.Key == "" {
-		return fmt.Errorf("%s: a secret name and key are required", field)
-	}
-	return nil
-}
-
-// checkTLS validates a source's tls as Argo's ValidateTLSConfig does: insecureSkipVerify or
-// enabled is enough, else a CA or a client certificate must be set, and a client certificate
-// goes with its key.
-func checkTLS(t *api.TLSConfig) error {
-	cert, key := t.ClientCertSecret != nil, t.ClientKeySecret != nil
-	if !t.InsecureSkipVerify && !t.Enabled && t.CACertSecret == nil && !cert && !key {
-		return errors.New("tls: set enabled, insecureSkipVerify, caCertSecret or clientCertSecret and clientKeySecret")
-	}
-	if cert != key {
-		return errors.New("tls: clientCertSecret and clientKeySecret go together")
-	}
-	var errs []error
-	for _, f := range []struct {
-		name string
-		ref  *api.SecretKeySelector
-	}{{"caCertSecret", t.CACertSecret}, {"clientCertSecret", t.ClientCertSecret}, {"clientKeySecret", t.ClientKeySecret}} {
-		if f.ref != nil {
-			if err := checkSecretRef("tls."+f.name, f.ref); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
 func checkNATSSourceAuth(a *api.NATSAuth) error {
 	if a == nil {
 		return nil
@@ -178,14 +146,14 @@ func checkNATSSourceAuth(a *api.NATSAuth) error {
 		return errors.New("auth: set only one of basic, token, nkey and credential")
 	case a.Basic != nil:
 		return errors.Join(
-			checkSecretRef("auth.basic.username", a.Basic.Username),
-			checkSecretRef("auth.basic.password", a.Basic.Password))
+			a.Basic.Username.Check("auth.basic.username"),
+			a.Basic.Password.Check("auth.basic.password"))
 	case a.Token != nil:
-		return checkSecretRef("auth.token", a.Token)
+		return a.Token.Check("auth.token")
 	case a.NKey != nil:
-		return checkSecretRef("auth.nkey", a.NKey)
+		return a.NKey.Check("auth.nkey")
 	default:
-		return checkSecretRef("auth.credential", a.Credential)
+		return a.Credential.Check("auth.credential")
 	}
 }
 

@@ -89,12 +89,12 @@ func checkRedisConn(host string, db int32, password *api.SecretKeySelector, tls 
 		errs = append(errs, fmt.Errorf("db: %d; expected a database number >= 0 (0 when unset)", db))
 	}
 	if password != nil {
-		if err := checkSecretRef("password", password); err != nil {
+		if err := password.Check("password"); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if tls != nil {
-		if err := checkTLS(tls); err != nil {
+		if err := tls.Check("tls"); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -113,7 +113,7 @@ func checkLambdaKeys(l *api.AWSLambdaTrigger) error {
 	case l.AccessKey == nil:
 		return nil
 	}
-	return errors.Join(checkSecretRef("awsLambda.accessKey", l.AccessKey), checkSecretRef("awsLambda.secretKey", l.SecretKey))
+	return errors.Join(l.AccessKey.Check("awsLambda.accessKey"), l.SecretKey.Check("awsLambda.secretKey"))
 }
 
 func checkLambdaInvocationType(t *string) error {

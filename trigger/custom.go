@@ -80,7 +80,7 @@ func checkCustom(t *api.TriggerTemplate) error {
 		if c.CertSecret == nil {
 			errs = append(errs, errors.New("custom.certSecret: missing; secure: true needs the CA certificate of the server (a Secret reference)"))
 		} else {
-			errs = append(errs, checkSecretRef("custom.certSecret", c.CertSecret))
+			errs = append(errs, c.CertSecret.Check("custom.certSecret"))
 		}
 	}
 	errs = append(errs, notifyCheckParameters("custom", c.Parameters))

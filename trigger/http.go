@@ -80,7 +80,7 @@ type httpSecurity struct {
 func checkHTTPSecurity(h *api.HTTPTrigger) (httpSecurity, error) {
 	s := httpSecurity{tls: h.TLS, basicAuth: h.BasicAuth, secureHeaders: h.SecureHeaders}
 	if s.tls != nil {
-		if err := checkTLSConfig("http.tls", s.tls); err != nil {
+		if err := s.tls.Check("http.tls"); err != nil {
 			return httpSecurity{}, err
 		}
 	}
@@ -90,12 +90,12 @@ func checkHTTPSecurity(h *api.HTTPTrigger) (httpSecurity, error) {
 			return httpSecurity{}, errors.New("http.basicAuth: set username, password or both")
 		}
 		if a.Username != nil {
-			if err := checkSecretRef("http.basicAuth.username", a.Username); err != nil {
+			if err := a.Username.Check("http.basicAuth.username"); err != nil {
 				return httpSecurity{}, err
 			}
 		}
 		if a.Password != nil {
-			if err := checkSecretRef("http.basicAuth.password", a.Password); err != nil {
+			if err := a.Password.Check("http.basicAuth.password"); err != nil {
 				return httpSecurity{}, err
 			}
 		}
@@ -125,31 +125,7 @@ func checkSecureHeader(i int, sh *api.SecureHeader) error {
 	case v.ConfigMapKeyRef != nil:
 		return nil
 	}
-	return checkSecretRef(field+".valueFrom.secretKeyRef", v.SecretKeyRef)
-}
-
-// checkTLSConfig validates a TLS configuration of a trigger as Argo's GetTLSConfig does:
-// insecureSkipVerify or enabled is enough, else a CA or a client certificate must be set, and a
-// client certificate goes with its key. field prefixes the errors ("http.tls").
-func checkTLSConfig(field string, t *api.TLSConfig) error {
-	cert, key := t.ClientCertSecret != nil, t.ClientKeySecret != nil
-	if !t.InsecureSkipVerify && !t.Enabled && t.CACertSecret == nil && !cert && !key {
-		return fmt.Errorf("%s: set enabled, insecureSkipVerify, caCertSecret or clientCertSecret and clientKeySecret", field)
-	}
-	if cert != key {
-		return fmt.Errorf("%s: clientCertSecret and clientKeySecret go together", field)
-	}
-	for _, f := range []struct {
-		name string
-		ref  *api.SecretKeySelector
-	}{{"caCertSecret", t.CACertSecret}, {"clientCertSecret", t.ClientCertSecret}, {"clientKeySecret", t.ClientKeySecret}} {
-		if f.ref != nil {
-			if err := checkSecretRef(field+"."+f.name, f.ref); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return v.SecretKeyRef.Check(field + ".valueFrom.secretKeyRef")
 }
 
 func renderHTTP(in RenderInput) (json.RawMessage, error) {
@@ -319,7 +295,7 @@ func (x *httpExecutor) tlsClient(t *api.TLSConfig) (*http.Client, error) {
 	if c, ok := x.tlsClients[string(id)]; ok {
 		return c, nil
 	}
-	if err := checkTLSConfig("http.tls", t); err != nil {
+	if err := t.Check("http.tls"); err != nil {
 		return nil, err
 	}
 	cfg, err := x.secrets.TLSConfig("http.tls", t)

@@ -99,15 +99,8 @@ func checkKafka(k *api.KafkaTrigger) error {
 			return errors.New("kafka.sasl: userSecret and passwordSecret are both required")
 		}
 	}
-	if t := k.TLS; t != nil {
-		cert, key := t.ClientCertSecret != nil, t.ClientKeySecret != nil
-		// Argo's GetTLSConfig: insecureSkipVerify alone is enough, else something must be set.
-		if !t.InsecureSkipVerify && !t.Enabled && t.CACertSecret == nil && !cert && !key {
-			return errors.New("kafka.tls: set enabled, insecureSkipVerify, caCertSecret or clientCertSecret and clientKeySecret")
-		}
-		if cert != key {
-			return errors.New("kafka.tls: clientCertSecret and clientKeySecret go together")
-		}
+	if k.TLS != nil {
+		return k.TLS.Check("kafka.tls")
 	}
 	return nil
 }

@@ -118,24 +118,17 @@ func checkNATSAuth(a *api.NATSAuth) error {
 		return errors.New("nats.auth: set only one of basic, token, nkey and credential")
 	}
 	if a.Basic != nil {
-		if err := checkSecretRef("nats.auth.basic.username", a.Basic.Username); err != nil {
+		if err := a.Basic.Username.Check("nats.auth.basic.username"); err != nil {
 			return err
 		}
-		if err := checkSecretRef("nats.auth.basic.password", a.Basic.Password); err != nil {
+		if err := a.Basic.Password.Check("nats.auth.basic.password"); err != nil {
 			return err
 		}
 	}
 	if a.Token != nil {
-		if err := checkSecretRef("nats.auth.token", a.Token); err != nil {
+		if err := a.Token.Check("nats.auth.token"); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-func checkSecretRef(field string, s *api.SecretKeySelector) error {
-	if s == nil || s.Name == "" || s.Key == "" {
-		return fmt.Errorf("%s: a secret name and key are required", field)
 	}
 	return nil
 }
