@@ -50,9 +50,9 @@ const BitbucketAPIURLEnv = "KEVENTS_BITBUCKET_API_URL"
 const DefaultBitbucketAPIURL = "https://api.bitbucket.org/2.0"
 
 func checkBitbucket(ev api.Event) error {
-	b, ok := ev.Spec.(api.BitbucketEventSource)
-	if !ok {
-		return fmt.Errorf("bitbucket event has spec %T; expected api.BitbucketEventSource", ev.Spec)
+	b, specErr := specOf[api.BitbucketEventSource](ev)
+	if specErr != nil {
+		return specErr
 	}
 	var errs []error
 	add := func(err error) {
@@ -130,9 +130,9 @@ type bitbucketSource struct {
 }
 
 func newBitbucket(b Build) (Source, error) {
-	cfg, ok := b.Event.Spec.(api.BitbucketEventSource)
-	if !ok {
-		return nil, fmt.Errorf("bitbucket event has spec %T; expected api.BitbucketEventSource", b.Event.Spec)
+	cfg, specErr := specOf[api.BitbucketEventSource](b.Event)
+	if specErr != nil {
+		return nil, specErr
 	}
 	ep, err := newGitHookEndpoint(b, "bitbucket", cfg.Webhook)
 	if err != nil {

@@ -59,9 +59,9 @@ const (
 )
 
 func checkBitbucketServer(ev api.Event) error {
-	b, ok := ev.Spec.(api.BitbucketServerEventSource)
-	if !ok {
-		return fmt.Errorf("bitbucketserver event has spec %T; expected api.BitbucketServerEventSource", ev.Spec)
+	b, specErr := specOf[api.BitbucketServerEventSource](ev)
+	if specErr != nil {
+		return specErr
 	}
 	var errs []error
 	add := func(err error) {
@@ -145,9 +145,9 @@ type bbsSource struct {
 }
 
 func newBitbucketServer(b Build) (Source, error) {
-	cfg, ok := b.Event.Spec.(api.BitbucketServerEventSource)
-	if !ok {
-		return nil, fmt.Errorf("bitbucketserver event has spec %T; expected api.BitbucketServerEventSource", b.Event.Spec)
+	cfg, specErr := specOf[api.BitbucketServerEventSource](b.Event)
+	if specErr != nil {
+		return nil, specErr
 	}
 	ep, err := newGitHookEndpoint(b, "bitbucketserver", cfg.Webhook)
 	if err != nil {

@@ -24,9 +24,9 @@ func init() {
 	RegisterOwned("calendar", Spec{
 		Summary: "Fires on a cron schedule or at an interval, once in the cluster: the member that owns its partition of <prefix>.sources runs it and records each fire there, so a failover never repeats a fire and, with persistence.catchup, misses none.",
 		Check: func(ev api.Event) error {
-			c, ok := ev.Spec.(api.CalendarEventSource)
-			if !ok {
-				return fmt.Errorf("calendar eventsource: unexpected spec type %T", ev.Spec)
+			c, specErr := specOf[api.CalendarEventSource](ev)
+			if specErr != nil {
+				return specErr
 			}
 			_, err := parseCalendar(c)
 			return err
@@ -213,9 +213,9 @@ type calendar struct {
 }
 
 func newCalendar(b Build) (OwnedSource, error) {
-	cfg, ok := b.Event.Spec.(api.CalendarEventSource)
-	if !ok {
-		return nil, fmt.Errorf("calendar eventsource: unexpected spec type %T", b.Event.Spec)
+	cfg, specErr := specOf[api.CalendarEventSource](b.Event)
+	if specErr != nil {
+		return nil, specErr
 	}
 	set, err := parseCalendar(cfg)
 	if err != nil {

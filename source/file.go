@@ -32,9 +32,9 @@ func init() {
 	RegisterOwned("file", Spec{
 		Summary: "File system events of one directory (fsnotify, or polling), once in the cluster: the member that owns its partition of <prefix>.sources watches the directory.",
 		Check: func(ev api.Event) error {
-			f, ok := ev.Spec.(api.FileEventSource)
-			if !ok {
-				return fmt.Errorf("file event has spec %T; expected api.FileEventSource", ev.Spec)
+			f, specErr := specOf[api.FileEventSource](ev)
+			if specErr != nil {
+				return specErr
 			}
 			_, err := parseFile(f)
 			return err
@@ -150,9 +150,9 @@ type fileSource struct {
 }
 
 func newFile(b Build) (OwnedSource, error) {
-	cfg, ok := b.Event.Spec.(api.FileEventSource)
-	if !ok {
-		return nil, fmt.Errorf("file event has spec %T; expected api.FileEventSource", b.Event.Spec)
+	cfg, specErr := specOf[api.FileEventSource](b.Event)
+	if specErr != nil {
+		return nil, specErr
 	}
 	set, err := parseFile(cfg)
 	if err != nil {

@@ -80,9 +80,9 @@ var (
 )
 
 func checkGithub(ev api.Event) error {
-	g, ok := ev.Spec.(api.GithubEventSource)
-	if !ok {
-		return fmt.Errorf("github event has spec %T; expected api.GithubEventSource", ev.Spec)
+	g, specErr := specOf[api.GithubEventSource](ev)
+	if specErr != nil {
+		return specErr
 	}
 	var errs []error
 	add := func(err error) {
@@ -183,9 +183,9 @@ type githubSource struct {
 }
 
 func newGithub(b Build) (Source, error) {
-	cfg, ok := b.Event.Spec.(api.GithubEventSource)
-	if !ok {
-		return nil, fmt.Errorf("github event has spec %T; expected api.GithubEventSource", b.Event.Spec)
+	cfg, specErr := specOf[api.GithubEventSource](b.Event)
+	if specErr != nil {
+		return nil, specErr
 	}
 	ep, err := newGitHookEndpoint(b, "github", cfg.Webhook)
 	if err != nil {

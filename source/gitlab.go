@@ -65,9 +65,9 @@ func gitlabEventNames() string {
 }
 
 func checkGitlab(ev api.Event) error {
-	g, ok := ev.Spec.(api.GitlabEventSource)
-	if !ok {
-		return fmt.Errorf("gitlab event has spec %T; expected api.GitlabEventSource", ev.Spec)
+	g, specErr := specOf[api.GitlabEventSource](ev)
+	if specErr != nil {
+		return specErr
 	}
 	var errs []error
 	add := func(err error) {
@@ -129,9 +129,9 @@ type gitlabSource struct {
 }
 
 func newGitlab(b Build) (Source, error) {
-	cfg, ok := b.Event.Spec.(api.GitlabEventSource)
-	if !ok {
-		return nil, fmt.Errorf("gitlab event has spec %T; expected api.GitlabEventSource", b.Event.Spec)
+	cfg, specErr := specOf[api.GitlabEventSource](b.Event)
+	if specErr != nil {
+		return nil, specErr
 	}
 	ep, err := newGitHookEndpoint(b, "gitlab", cfg.Webhook)
 	if err != nil {

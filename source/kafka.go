@@ -36,9 +36,9 @@ func init() {
 	Register("kafka", Spec{
 		Summary: "Consumes a topic of your Kafka cluster in a consumer group; commits a record's offset only after the bus acknowledged its event.",
 		Check: func(ev api.Event) error {
-			k, ok := ev.Spec.(api.KafkaEventSource)
-			if !ok {
-				return fmt.Errorf("kafka eventsource: unexpected spec type %T", ev.Spec)
+			k, specErr := specOf[api.KafkaEventSource](ev)
+			if specErr != nil {
+				return specErr
 			}
 			_, err := parseKafkaSource(k)
 			return err
@@ -297,9 +297,9 @@ type kafkaSource struct {
 }
 
 func newKafkaSource(b Build) (Source, error) {
-	cfg, ok := b.Event.Spec.(api.KafkaEventSource)
-	if !ok {
-		return nil, fmt.Errorf("kafka eventsource: unexpected spec type %T", b.Event.Spec)
+	cfg, specErr := specOf[api.KafkaEventSource](b.Event)
+	if specErr != nil {
+		return nil, specErr
 	}
 	set, err := parseKafkaSource(cfg)
 	if err != nil {

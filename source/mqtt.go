@@ -79,9 +79,9 @@ type mqttData struct {
 }
 
 func checkMQTT(ev api.Event) error {
-	m, ok := ev.Spec.(api.MQTTEventSource)
-	if !ok {
-		return fmt.Errorf("mqtt event spec is %T, want api.MQTTEventSource", ev.Spec)
+	m, specErr := specOf[api.MQTTEventSource](ev)
+	if specErr != nil {
+		return specErr
 	}
 	var errs []error
 	if err := checkMQTTURL(m.URL); err != nil {

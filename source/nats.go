@@ -39,9 +39,9 @@ type natsData struct {
 }
 
 func checkNATSSource(ev api.Event) error {
-	n, ok := ev.Spec.(api.NATSEventsSource)
-	if !ok {
-		return fmt.Errorf("nats event spec is %T, want api.NATSEventsSource", ev.Spec)
+	n, specErr := specOf[api.NATSEventsSource](ev)
+	if specErr != nil {
+		return specErr
 	}
 	var errs []error
 	if err := checkNATSServerURL(n.URL); err != nil {

@@ -67,9 +67,9 @@ type redisData struct {
 }
 
 func checkRedis(ev api.Event) error {
-	r, ok := ev.Spec.(api.RedisEventSource)
-	if !ok {
-		return fmt.Errorf("redis event spec is %T, want api.RedisEventSource", ev.Spec)
+	r, specErr := specOf[api.RedisEventSource](ev)
+	if specErr != nil {
+		return specErr
 	}
 	errs := checkRedisConn(r.HostAddress, r.DB, r.Password, r.TLS)
 	errs = append(errs, checkRedisNames("channels", "channel", r.Channels)...)

@@ -70,9 +70,9 @@ type redisStreamData struct {
 }
 
 func checkRedisStream(ev api.Event) error {
-	r, ok := ev.Spec.(api.RedisStreamEventSource)
-	if !ok {
-		return fmt.Errorf("redisStream event spec is %T, want api.RedisStreamEventSource", ev.Spec)
+	r, specErr := specOf[api.RedisStreamEventSource](ev)
+	if specErr != nil {
+		return specErr
 	}
 	errs := checkRedisConn(r.HostAddress, r.DB, r.Password, r.TLS)
 	errs = append(errs, checkRedisNames("streams", "stream", r.Streams)...)

@@ -48,9 +48,9 @@ func init() {
 	RegisterOwned("resource", Spec{
 		Summary: "Changes (ADD, UPDATE, DELETE) of Kubernetes objects through a dynamic informer, once in the cluster: the member that owns its partition of <prefix>.sources runs it.",
 		Check: func(ev api.Event) error {
-			r, ok := ev.Spec.(api.ResourceEventSource)
-			if !ok {
-				return fmt.Errorf("resource event has spec %T; expected api.ResourceEventSource", ev.Spec)
+			r, specErr := specOf[api.ResourceEventSource](ev)
+			if specErr != nil {
+				return specErr
 			}
 			_, err := parseResource(r)
 			return err
@@ -225,9 +225,9 @@ type resourceSource struct {
 }
 
 func newResource(b Build) (OwnedSource, error) {
-	cfg, ok := b.Event.Spec.(api.ResourceEventSource)
-	if !ok {
-		return nil, fmt.Errorf("resource event has spec %T; expected api.ResourceEventSource", b.Event.Spec)
+	cfg, specErr := specOf[api.ResourceEventSource](b.Event)
+	if specErr != nil {
+		return nil, specErr
 	}
 	if b.Env.Kube == nil {
 		return nil, errors.New("no Kubernetes API configured; expected --kubeconfig, $KUBECONFIG or a pod's service account to watch resources through")

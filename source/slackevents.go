@@ -47,9 +47,9 @@ func init() {
 const slackTolerance = 5 * time.Minute
 
 func checkSlack(ev api.Event) error {
-	s, ok := ev.Spec.(api.SlackEventSource)
-	if !ok {
-		return fmt.Errorf("slack event has spec %T; expected api.SlackEventSource", ev.Spec)
+	s, specErr := specOf[api.SlackEventSource](ev)
+	if specErr != nil {
+		return specErr
 	}
 	var errs []error
 	add := func(err error) {
@@ -81,9 +81,9 @@ type slackSource struct {
 }
 
 func newSlack(b Build) (Source, error) {
-	cfg, ok := b.Event.Spec.(api.SlackEventSource)
-	if !ok {
-		return nil, fmt.Errorf("slack event has spec %T; expected api.SlackEventSource", b.Event.Spec)
+	cfg, specErr := specOf[api.SlackEventSource](b.Event)
+	if specErr != nil {
+		return nil, specErr
 	}
 	ep, err := newGitHookEndpoint(b, "slack", cfg.Webhook)
 	if err != nil {

@@ -118,6 +118,16 @@ func (b Build) NewEvent(id string, at time.Time, data any) (cloudevents.Event, e
 	return e, nil
 }
 
+// specOf returns an event's spec as its type declares it; a mismatch is a programming error in
+// the registry, reported rather than panicking.
+func specOf[T any](ev api.Event) (T, error) {
+	spec, ok := ev.Spec.(T)
+	if !ok {
+		return spec, fmt.Errorf("%s event %q has spec %T; expected %T", ev.Type, ev.Name, ev.Spec, spec)
+	}
+	return spec, nil
+}
+
 // Source is a running pull source. Push sources (webhooks) register HTTP routes instead and
 // return a nil Source.
 type Source interface {

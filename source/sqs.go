@@ -78,9 +78,9 @@ var sqsVisibility = func(publishTimeout time.Duration) time.Duration {
 var sqsRetry = struct{ first, limit time.Duration }{2 * time.Second, 30 * time.Second}
 
 func checkSQS(ev api.Event) error {
-	s, ok := ev.Spec.(api.SQSEventSource)
-	if !ok {
-		return fmt.Errorf("sqs event has spec of type %T", ev.Spec)
+	s, specErr := specOf[api.SQSEventSource](ev)
+	if specErr != nil {
+		return specErr
 	}
 	var errs []error
 	if s.Region == "" {

@@ -57,9 +57,9 @@ const DefaultStripeAPIURL = "https://api.stripe.com"
 const stripeTolerance = 5 * time.Minute
 
 func checkStripe(ev api.Event) error {
-	s, ok := ev.Spec.(api.StripeEventSource)
-	if !ok {
-		return fmt.Errorf("stripe event has spec %T; expected api.StripeEventSource", ev.Spec)
+	s, specErr := specOf[api.StripeEventSource](ev)
+	if specErr != nil {
+		return specErr
 	}
 	var errs []error
 	add := func(err error) {
@@ -95,9 +95,9 @@ type stripeSource struct {
 }
 
 func newStripe(b Build) (Source, error) {
-	cfg, ok := b.Event.Spec.(api.StripeEventSource)
-	if !ok {
-		return nil, fmt.Errorf("stripe event has spec %T; expected api.StripeEventSource", b.Event.Spec)
+	cfg, specErr := specOf[api.StripeEventSource](b.Event)
+	if specErr != nil {
+		return nil, specErr
 	}
 	ep, err := newGitHookEndpoint(b, "stripe", cfg.Webhook)
 	if err != nil {
