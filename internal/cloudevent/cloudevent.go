@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,14 +172,20 @@ func FromRecord(r *kgo.Record) (*event.Event, error) {
 // upper-case header name, a ce_ header naming an attribute of another spec version).
 // TestFromRecordFastPathMatchesBinding holds both paths to the same result.
 func fromBinaryV1(r *kgo.Record) (e *event.Event, ok bool, err error) {
-	ec := &event.EventContextV1{}
+	// The event and its context in one allocation.
+	d := &struct {
+		e  event.Event
+		ec event.EventContextV1
+	}{}
+	ec := &d.ec
+	sourceNonBlank := false
 	fail := func(key string, err error) (*event.Event, bool, error) {
 		return nil, true, fmt.Errorf("cloudevent: decoding record (topic %q, partition %d, offset %d): header %s: %w", r.Topic, r.Partition, r.Offset, key, err)
 	}
 	for i := range r.Headers {
 		h := &r.Headers[i]
 		if h.Key == contentTypeHeader {
-			ec.SetDataContentType(string(h.Value))
+			ec.DataContentType = interned(h.Value)
 			continue
 		}
 		if !strings.HasPrefix(h.Key, headerPrefix) {
@@ -193,11 +200,11 @@ func fromBinaryV1(r *kgo.Record) (e *event.Event, ok bool, err error) {
 		case "id":
 			err = ec.SetID(string(h.Value))
 		case "source":
-			err = setSource(ec, h.Value)
+			sourceNonBlank, err = setSource(ec, h.Value)
 		case "type":
 			err = ec.SetType(string(h.Value))
 		case "subject":
-			err = ec.SetSubject(string(h.Value))
+			ec.Subject = interned(h.Value)
 		case "dataschema":
 			err = ec.SetDataSchema(string(h.Value))
 		case "time":
@@ -217,41 +224,122 @@ func fromBinaryV1(r *kgo.Record) (e *event.Event, ok bool, err error) {
 			return fail(h.Key, err)
 		}
 	}
-	out := event.Event{Context: ec}
+	out := &d.e
+	out.Context = ec
 	if len(r.Value) > 0 {
 		out.DataEncoded = r.Value
 	}
-	if err := out.Validate(); err != nil {
-		return nil, true, fmt.Errorf("cloudevent: invalid event in record (topic %q, partition %d, offset %d): %w", r.Topic, r.Partition, r.Offset, err)
+	// Validate allocates for every event; it runs only when the cheap check cannot vouch for
+	// the event, to produce its message.
+	if !validV1(ec, sourceNonBlank) {
+		if err := out.Validate(); err != nil {
+			return nil, true, fmt.Errorf("cloudevent: invalid event in record (topic %q, partition %d, offset %d): %w", r.Topic, r.Partition, r.Offset, err)
+		}
 	}
-	return &out, true, nil
+	return out, true, nil
+}
+
+// internedValues caches content-type and ce_subject values (a topic's events share a handful)
+// as the trimmed strings their setters would store, so that events share one pointer instead of
+// allocating two per attribute. Sharing is safe: the setters replace these pointers, never
+// write through them. Bounded like sources.
+var (
+	internedValues sync.Map // header value → *string
+	internedCount  atomic.Int32
+)
+
+// interned is what SetDataContentType and SetSubject store for v: nil when v is blank.
+func interned(v []byte) *string {
+	if p, ok := internedValues.Load(string(v)); ok {
+		return p.(*string)
+	}
+	s := strings.TrimSpace(string(v))
+	if s == "" {
+		return nil
+	}
+	if internedCount.Load() < maxCachedSources {
+		if _, loaded := internedValues.LoadOrStore(string(v), &s); !loaded {
+			internedCount.Add(1)
+		}
+	}
+	return &s
+}
+
+// validV1 reports true only for a context EventContextV1.Validate accepts: the required
+// attributes non-blank, subject non-blank when present, a media type already seen to parse, no
+// dataschema (rare; left to Validate). False means "ask Validate", not "invalid".
+func validV1(ec *event.EventContextV1, sourceNonBlank bool) bool {
+	if strings.TrimSpace(ec.ID) == "" || strings.TrimSpace(ec.Type) == "" || ec.DataSchema != nil {
+		return false
+	}
+	if ec.Subject != nil && strings.TrimSpace(*ec.Subject) == "" {
+		return false
+	}
+	if ec.DataContentType != nil && !knownMediaType(*ec.DataContentType) {
+		return false
+	}
+	return sourceNonBlank
+}
+
+// mediaTypes caches datacontenttype values that parse as RFC 2046 media types, bounded like
+// sources.
+var (
+	mediaTypes     sync.Map // string → struct{}
+	mediaTypeCount atomic.Int32
+)
+
+func knownMediaType(v string) bool {
+	if _, ok := mediaTypes.Load(v); ok {
+		return true
+	}
+	t := strings.TrimSpace(v)
+	if t == "" {
+		return false
+	}
+	if _, _, err := mime.ParseMediaType(t); err != nil {
+		return false
+	}
+	if mediaTypeCount.Load() < maxCachedSources {
+		if _, loaded := mediaTypes.LoadOrStore(v, struct{}{}); !loaded {
+			mediaTypeCount.Add(1)
+		}
+	}
+	return true
 }
 
 // sources caches parsed ce_source values: a topic's events share a handful of sources, and
 // parsing the URI was a fifth of decoding. It stops growing at maxCachedSources, so a stream of
 // distinct sources costs a parse each, not memory.
 var (
-	sources     sync.Map // string → types.URIRef
+	sources     sync.Map // string → cachedSource
 	sourceCount atomic.Int32
 )
 
+type cachedSource struct {
+	ref types.URIRef
+	// nonBlank is Validate's rule for source, kept so that validV1 need not format the URI.
+	nonBlank bool
+}
+
 const maxCachedSources = 4096
 
-func setSource(ec *event.EventContextV1, v []byte) error {
-	if u, ok := sources.Load(string(v)); ok {
-		ec.Source = u.(types.URIRef)
-		return nil
+// setSource sets ec's source to v and reports whether it is non-blank as Validate sees it.
+func setSource(ec *event.EventContextV1, v []byte) (nonBlank bool, err error) {
+	if c, ok := sources.Load(string(v)); ok {
+		ec.Source = c.(cachedSource).ref
+		return c.(cachedSource).nonBlank, nil
 	}
 	s := string(v)
 	if err := ec.SetSource(s); err != nil {
-		return err
+		return false, err
 	}
+	c := cachedSource{ref: ec.Source, nonBlank: strings.TrimSpace(ec.Source.String()) != ""}
 	if sourceCount.Load() < maxCachedSources {
-		if _, loaded := sources.LoadOrStore(s, ec.Source); !loaded {
+		if _, loaded := sources.LoadOrStore(s, c); !loaded {
 			sourceCount.Add(1)
 		}
 	}
-	return nil
+	return c.nonBlank, nil
 }
 
 // Sizes of the storage recordWriter carries inline, so that a typical record
