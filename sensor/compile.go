@@ -61,6 +61,8 @@ type compiledTrigger struct {
 	// deps is the signature of what the trigger waits for (its dependencies' events and
 	// correlation paths); join state written under another signature is dropped.
 	deps string
+	// static is the command body, when it does not depend on the events.
+	static staticSpec
 }
 
 // Check loads a sensor as the pool would and returns every reason it cannot run, naming the

@@ -11,6 +11,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/kevents/kevents/api"
+	"github.com/kevents/kevents/trigger"
 )
 
 var paramEventTime = time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
@@ -408,5 +409,85 @@ func TestParamsNumberText(t *testing.T) {
 		if err != nil || got == nil || *got != want {
 			t.Errorf("dataKey %q = %s, %v; want %q", key, show(got), err, want)
 		}
+	}
+}
+
+// TestStaticRender checks that a command body is shared across events only when it cannot
+// depend on them: each trigger renders two different events, and only the fixed http trigger
+// may give both the same body.
+func TestStaticRender(t *testing.T) {
+	docs := api.Parse("static.yaml", []byte(`apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata: {name: s}
+spec:
+  dependencies:
+    - {name: d, eventSourceName: src, eventName: e}
+  triggers:
+    - template: {name: fixed, http: {url: "http://sink.invalid/x"}}
+    - template: {name: log, log: {}}
+    - template:
+        name: payload
+        http:
+          url: "http://sink.invalid/x"
+          payload: [{src: {dependencyName: d, dataKey: n}, dest: n}]
+    - template:
+        name: header
+        http:
+          url: "http://sink.invalid/x"
+          dynamicHeaders: [{src: {dependencyName: d, dataKey: n}, dest: X-N}]
+    - template: {name: trigger-level, http: {url: "http://sink.invalid/x"}}
+      parameters: [{src: {dependencyName: d, dataKey: n}, dest: http.url, operation: append}]
+`))
+	if len(docs) != 1 || docs[0].Err != nil {
+		t.Fatalf("sensor: %+v", docs)
+	}
+	c, err := compile(docs[0].Sensor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := map[string]*cloudevents.Event{"d": newEvent(t, "1", "application/json", `{"n":"1"}`)}
+	second := map[string]*cloudevents.Event{"d": newEvent(t, "2", "application/json", `{"n":"2"}`)}
+	for _, ct := range c.triggers {
+		_, a, err := ct.renderSpec(first)
+		if err != nil {
+			t.Fatalf("%s: %v", ct.name, err)
+		}
+		_, b, err := ct.renderSpec(second)
+		if err != nil {
+			t.Fatalf("%s: %v", ct.name, err)
+		}
+		if same, static := string(a) == string(b), ct.name == "fixed"; same != static {
+			t.Errorf("%s: same body for both events = %v, want %v\nfirst  %s\nsecond %s", ct.name, same, static, a, b)
+		}
+		if static := ct.static.ok; static != (ct.name == "fixed") {
+			t.Errorf("%s: rendered once = %v", ct.name, static)
+		}
+	}
+}
+
+// TestCommandRecord checks the record a command is produced as: keyed by its trigger, its id in
+// the kevents-command-id header, and its JSON as the value.
+func TestCommandRecord(t *testing.T) {
+	cmd := &trigger.Command{ID: "0123abcd", Namespace: "ns", Sensor: "s", Trigger: "t", Type: "log", Spec: json.RawMessage(`{"a":1}`),
+		Events: []trigger.EventRef{{Dependency: "d", ID: "e1", EventSource: "src", EventName: "e"}}}
+	rec := commandRecord("kevents.commands", cmd)
+	if rec.Topic != "kevents.commands" || string(rec.Key) != "ns/s/t" {
+		t.Errorf("topic %q key %q; want kevents.commands, ns/s/t", rec.Topic, rec.Key)
+	}
+	if len(rec.Headers) != 1 || rec.Headers[0].Key != "kevents-command-id" || string(rec.Headers[0].Value) != cmd.ID {
+		t.Errorf("headers %+v; want kevents-command-id: %s", rec.Headers, cmd.ID)
+	}
+	var got trigger.Command
+	if err := json.Unmarshal(rec.Value, &got); err != nil {
+		t.Fatalf("value %s: %v", rec.Value, err)
+	}
+	if got.ID != cmd.ID || got.Trigger != "t" || string(got.Spec) != `{"a":1}` || len(got.Events) != 1 {
+		t.Errorf("value decodes to %+v", got)
+	}
+	// Appending to the key must not overwrite the id, nor the id the value.
+	_ = append(rec.Key, "xxxxxxxxxxxx"...)
+	_ = append(rec.Headers[0].Value, "xxxx"...)
+	if string(rec.Headers[0].Value) != cmd.ID || rec.Value[0] != '{' {
+		t.Errorf("the key, id and value overlap: id %q value %q", rec.Headers[0].Value, rec.Value)
 	}
 }

@@ -90,7 +90,12 @@ func (r *Retry) jittered(wait time.Duration) time.Duration {
 
 // Key is the Kafka record key of a command: commands of one trigger share a partition so the
 // executor runs them in order.
-func (c *Command) Key() string { return c.Namespace + "/" + c.Sensor + "/" + c.Trigger }
+func (c *Command) Key() string { return string(c.AppendKey(nil)) }
+
+// AppendKey appends the command's record key, Key, to b.
+func (c *Command) AppendKey(b []byte) []byte {
+	return append(append(append(append(append(b, c.Namespace...), '/'), c.Sensor...), '/'), c.Trigger...)
+}
 
 // CommandID hashes the sensor, the trigger and the ids of the input events (in dependency
 // order) into the command's idempotency key, so that re-processing the same events after a

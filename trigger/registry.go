@@ -29,7 +29,10 @@ type Params interface {
 	Value(src *api.TriggerParameterSource) (*string, error)
 }
 
-// RenderInput is what a trigger type renders a command body from.
+// RenderInput is what a trigger type renders a command body from. Contract: a renderer is a
+// pure function of its input (no clock, no randomness, no outside reads) and reads the events
+// only through Events and Params; the sensor relies on this to render a body that does not
+// depend on the events once per trigger.
 type RenderInput struct {
 	// Template has the trigger-level parameters already applied.
 	Template *api.TriggerTemplate
