@@ -263,11 +263,13 @@ func parseKafkaSourceBackoff(b *api.Backoff) (kafkaSourceBackoff, error) {
 //
 // Acknowledgement. A record's offset is marked for commit only after Publisher.Publish returned
 // nil for its event (Kafka, the bus, acknowledged it), and the marks are committed every second
-// (sarama's interval), when partitions are revoked and on shutdown (AutoCommitMarks). Records of
-// one partition are handled one after another; when Publish fails the same record is published
-// again after a backoff until it succeeds or the source stops, and no later record of that
-// partition is marked meanwhile, so a committed offset never passes an event that is not in
-// Kafka. Rebalances wait for the records being handled (BlockRebalanceOnPoll): a member whose
+// (sarama's interval), when partitions are revoked and on shutdown (AutoCommitMarks). The events
+// of one partition's polled records are published concurrently and marked in offset order; when
+// Publish fails the same record is published again after a backoff until it succeeds or the
+// source stops, and no later record of that partition is marked meanwhile, so a committed offset
+// never passes an event that is not in Kafka. Later records may be in Kafka before a retried
+// one: after a failure the bus can see a partition's events out of order (Argo's Kafka source
+// publishes them one at a time). Rebalances wait for the records being handled (BlockRebalanceOnPoll): a member whose
 // bus is down for longer than the group's rebalance timeout is dropped from the group, and the
 // records it was retrying are delivered by the next owner from the last commit. A crash after a
 // publish and before the commit delivers that record again: duplicates, with the same event id,
@@ -401,9 +403,8 @@ func (s *kafkaSource) close(cl *kgo.Client) {
 	cl.Close()
 }
 
-// handleAll handles the polled records: the partitions concurrently, the records of one
-// partition in offset order, marking each once its event is in Kafka and stopping at the first
-// that is not.
+// handleAll handles the polled records: the partitions concurrently, each with
+// handlePartition.
 func (s *kafkaSource) handleAll(ctx context.Context, cl *kgo.Client, fetches kgo.Fetches) {
 	byPartition := map[int32][]*kgo.Record{}
 	var order []int32
@@ -421,40 +422,108 @@ func (s *kafkaSource) handleAll(ctx context.Context, cl *kgo.Client, fetches kgo
 		wg.Add(1)
 		go func(recs []*kgo.Record) {
 			defer wg.Done()
-			for _, r := range recs {
-				if !s.handle(ctx, r) {
-					return
-				}
-				cl.MarkCommitRecords(r)
-			}
+			s.handlePartition(ctx, cl, recs)
 		}(byPartition[p])
 	}
 	wg.Wait()
 }
 
-// handle turns one record into an event and publishes it, retrying until Kafka acknowledged it.
-// It returns true when the record may be committed (published, or permanently rejected) and
-// false when ctx ended first.
-func (s *kafkaSource) handle(ctx context.Context, r *kgo.Record) bool {
+// kafkaSourceInFlight bounds the events of one partition waiting for Kafka at once.
+const kafkaSourceInFlight = kafkaSourcePollRecords
+
+// handlePartition publishes the records of one partition and marks them in offset order, each
+// once its event is in Kafka, stopping at the first that is not. With a Publisher that can
+// pipeline (AsyncPublisher), first attempts are started in offset order without waiting for
+// each other, up to kafkaSourceInFlight (one at a time under limitEventsPerSecond), so the
+// producer batches them instead of waiting a round trip per record; a failed one is retried by
+// itself, in order, before any later record is marked.
+func (s *kafkaSource) handlePartition(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) {
+	type pending struct {
+		r      *kgo.Record
+		e      cloudevents.Event
+		skip   bool
+		result chan error // the first attempt's outcome
+	}
 	env := s.b.Env
-	ns, es, name := s.b.EventSource.Metadata.Namespace, s.b.EventSource.Metadata.Name, s.b.Event.Name
-	env.Metrics.EventsReceived.WithLabelValues(es, name).Inc()
-	log := s.log.With("partition", r.Partition, "offset", r.Offset)
+	async, pipelined := env.Publisher.(AsyncPublisher)
+	if !pipelined {
+		for _, r := range recs {
+			if e, ok := s.prepare(r); ok {
+				if s.limiter != nil && s.limiter.Wait(ctx) != nil {
+					return
+				}
+				if !s.publish(ctx, r, e, nil) {
+					return
+				}
+			}
+			cl.MarkCommitRecords(r)
+		}
+		return
+	}
+	todo := make([]pending, 0, len(recs))
+	sem := make(chan struct{}, kafkaSourceInFlight)
+	for _, r := range recs {
+		e, ok := s.prepare(r)
+		p := pending{r: r, e: e, skip: !ok}
+		if ok {
+			if s.limiter != nil && s.limiter.Wait(ctx) != nil {
+				break
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			pctx, cancel := context.WithTimeout(ctx, env.PublishTimeout)
+			result := make(chan error, 1)
+			p.result = result
+			async.PublishAsync(pctx, s.b.Topic, e, func(err error) {
+				cancel()
+				result <- err
+				<-sem
+			})
+		}
+		todo = append(todo, p)
+	}
+	for _, p := range todo {
+		if !p.skip && !s.publish(ctx, p.r, p.e, p.result) {
+			return
+		}
+		cl.MarkCommitRecords(p.r)
+	}
+}
+
+// prepare counts a received record and builds its event; false means the record is rejected
+// for good (logged) and may be committed.
+func (s *kafkaSource) prepare(r *kgo.Record) (cloudevents.Event, bool) {
+	s.b.Env.Metrics.EventsReceived.WithLabelValues(s.b.EventSource.Metadata.Name, s.b.Event.Name).Inc()
 	e, err := s.event(r)
 	if err != nil {
-		log.Error("kafka source: record rejected and skipped", "err", err)
-		return true
+		s.log.Error("kafka source: record rejected and skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
+		return e, false
 	}
-	if s.limiter != nil {
-		if err := s.limiter.Wait(ctx); err != nil {
-			return false
-		}
-	}
+	return e, true
+}
+
+// publish waits for the outcome of the first attempt, when one was started (first not nil), and
+// publishes e, again and again with the backoff, until Kafka acknowledged it. It returns true when the record may be committed (published, or
+// permanently rejected) and false when ctx ended first.
+func (s *kafkaSource) publish(ctx context.Context, r *kgo.Record, e cloudevents.Event, first <-chan error) bool {
+	env := s.b.Env
+	ns, es, name := s.b.EventSource.Metadata.Namespace, s.b.EventSource.Metadata.Name, s.b.Event.Name
+	log := s.log.With("partition", r.Partition, "offset", r.Offset)
 	wait := s.set.backoff.first
 	for attempt := 1; ; attempt++ {
-		pctx, cancel := context.WithTimeout(ctx, env.PublishTimeout)
-		err := env.Publisher.Publish(pctx, s.b.Topic, e)
-		cancel()
+		var err error
+		if attempt == 1 && first != nil {
+			err = <-first
+		} else {
+			pctx, cancel := context.WithTimeout(ctx, env.PublishTimeout)
+			err = env.Publisher.Publish(pctx, s.b.Topic, e)
+			cancel()
+		}
 		if err == nil {
 			env.Metrics.Published(ns, es, name, 1)
 			return true

@@ -41,6 +41,14 @@ func ProducerOpts() []kgo.Opt {
 	return []kgo.Opt{kgo.ProducerLinger(0), kgo.ProducerBatchMaxBytes(topology.MaxRecordBytes)}
 }
 
+// AsyncPublisher is a Publisher that can start a publish without waiting for it: PublishAsync
+// calls done exactly once, with Publish's outcome. Calls for one topic are written in call order.
+// Sources that keep many events in flight (the kafka source) use it when the Publisher has it.
+type AsyncPublisher interface {
+	Publisher
+	PublishAsync(ctx context.Context, topic string, e cloudevents.Event, done func(error))
+}
+
 // KafkaPublisher produces with franz-go's idempotent producer; build its client with
 // ProducerOpts.
 type KafkaPublisher struct{ Client *kgo.Client }
@@ -51,18 +59,28 @@ type KafkaPublisher struct{ Client *kgo.Client }
 // Such a record may still be written later; a caller that retries then yields a duplicate event,
 // never a lost one.
 func (p KafkaPublisher) Publish(ctx context.Context, topic string, e cloudevents.Event) error {
+	done := make(chan error, 1)
+	p.PublishAsync(ctx, topic, e, func(err error) { done <- err })
+	return <-done
+}
+
+// PublishAsync implements AsyncPublisher, with Publish's timing: done runs when Kafka answered
+// or ctx ended, whichever comes first.
+func (p KafkaPublisher) PublishAsync(ctx context.Context, topic string, e cloudevents.Event, done func(error)) {
 	rec, err := cloudevent.ToRecord(ctx, e, topic, nil)
 	if err != nil {
-		return err
+		done(err)
+		return
 	}
-	done := make(chan error, 1)
-	p.Client.Produce(ctx, rec, func(_ *kgo.Record, err error) { done <- err })
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("kafka did not acknowledge the event: %w", ctx.Err())
-	}
+	var once sync.Once
+	finish := func(err error) { once.Do(func() { done(err) }) }
+	stop := context.AfterFunc(ctx, func() {
+		finish(fmt.Errorf("kafka did not acknowledge the event: %w", ctx.Err()))
+	})
+	p.Client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		stop()
+		finish(err)
+	})
 }
 
 // Env is what source types may use.
