@@ -68,17 +68,17 @@ type EventSourceSpec struct {
 
 	Webhook map[string]WebhookEventSource `json:"webhook,omitempty"`
 
-	Minio             map[string]Opaque                     `json:"minio,omitempty"`
+	Minio             map[string]S3Artifact                 `json:"minio,omitempty"`
 	Calendar          map[string]CalendarEventSource        `json:"calendar,omitempty"`
 	File              map[string]FileEventSource            `json:"file,omitempty"`
 	Resource          map[string]ResourceEventSource        `json:"resource,omitempty"`
-	AMQP              map[string]Opaque                     `json:"amqp,omitempty"`
+	AMQP              map[string]AMQPEventSource            `json:"amqp,omitempty"`
 	Kafka             map[string]KafkaEventSource           `json:"kafka,omitempty"`
 	MQTT              map[string]MQTTEventSource            `json:"mqtt,omitempty"`
 	NATS              map[string]NATSEventsSource           `json:"nats,omitempty"`
-	SNS               map[string]Opaque                     `json:"sns,omitempty"`
+	SNS               map[string]SNSEventSource             `json:"sns,omitempty"`
 	SQS               map[string]SQSEventSource             `json:"sqs,omitempty"`
-	PubSub            map[string]Opaque                     `json:"pubSub,omitempty"`
+	PubSub            map[string]PubSubEventSource          `json:"pubSub,omitempty"`
 	Github            map[string]GithubEventSource          `json:"github,omitempty"`
 	Gitlab            map[string]GitlabEventSource          `json:"gitlab,omitempty"`
 	HDFS              map[string]Opaque                     `json:"hdfs,omitempty"`
@@ -90,7 +90,7 @@ type EventSourceSpec struct {
 	Redis             map[string]RedisEventSource           `json:"redis,omitempty"`
 	NSQ               map[string]Opaque                     `json:"nsq,omitempty"`
 	Pulsar            map[string]Opaque                     `json:"pulsar,omitempty"`
-	Generic           map[string]Opaque                     `json:"generic,omitempty"`
+	Generic           map[string]GenericEventSource         `json:"generic,omitempty"`
 	BitbucketServer   map[string]BitbucketServerEventSource `json:"bitbucketserver,omitempty"`
 	Bitbucket         map[string]BitbucketEventSource       `json:"bitbucket,omitempty"`
 	RedisStream       map[string]RedisStreamEventSource     `json:"redisStream,omitempty"`
