@@ -61,9 +61,6 @@ func checkBitbucket(ev api.Event) error {
 		}
 	}
 	add(gitHookCheckContext("bitbucket", b.Webhook))
-	if b.Filter != nil && b.Filter.Expression != "" {
-		add(api.NotSupported("bitbucket eventsource field", "filter"))
-	}
 	if len(bitbucketRepositories(b)) == 0 {
 		add(errors.New("repositories: empty; expected at least one {owner, repositorySlug} (or the deprecated owner and repositorySlug)"))
 	}

@@ -214,7 +214,7 @@ func TestCheckBitbucket(t *testing.T) {
 		{"both auths", webhook + repos + "      auth: {basic: {username: {name: a, key: b}, password: {name: a, key: c}}, oauthToken: {name: a, key: d}}\n", []string{"auth.basic, auth.oauthToken: both set"}, false},
 		{"empty auth", webhook + repos + "      auth: {}\n", []string{"auth: empty"}, false},
 		{"no webhook", repos, []string{"webhook: missing"}, false},
-		{"filter", webhook + repos + "      filter: {expression: x}\n", []string{`"filter"`}, true},
+		{"filter", webhook + repos + "      filter: {expression: \"body.push != nil\"}\n", nil, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -70,9 +70,6 @@ func checkBitbucketServer(ev api.Event) error {
 		}
 	}
 	add(gitHookCheckContext("bitbucketserver", b.Webhook))
-	if b.Filter != nil && b.Filter.Expression != "" {
-		add(api.NotSupported("bitbucketserver eventsource field", "filter"))
-	}
 	if b.BitbucketServerBaseURL == "" {
 		add(errors.New("bitbucketserverBaseURL: missing; expected the REST base URL of the server, such as https://bitbucket.example.com/rest"))
 	}

@@ -61,9 +61,6 @@ type calendarSettings struct {
 // parseCalendar validates a calendar event and returns its settings. Errors name the field
 // (the caller adds spec.calendar.<event>), the value and what was expected.
 func parseCalendar(c api.CalendarEventSource) (*calendarSettings, error) {
-	if c.Filter != nil && c.Filter.Expression != "" {
-		return nil, api.NotSupported("calendar eventsource field", "filter")
-	}
 	s := &calendarSettings{loc: time.UTC}
 	var errs []error
 	if c.Timezone != "" {

@@ -424,7 +424,7 @@ func TestCalendarCheck(t *testing.T) {
 		{name: "exclusion without prefix", fields: "      interval: 10s\n      exclusionDates: [\"2019-01-02\"]\n", want: []string{`exclusionDates[0]: "2019-01-02": no EXDATE: prefix; expected EXDATE:YYYYMMDDTHHMMSSZ`}},
 		{name: "bad exclusion date", fields: "      interval: 10s\n      exclusionDates: [\"EXDATE:20190102\"]\n", want: []string{`exclusionDates[0]: "EXDATE:20190102": parsing time`}},
 		{name: "bad maxDuration", fields: "      interval: 10s\n      persistence:\n        catchup: {enabled: true, maxDuration: 5 minutes}\n", want: []string{`persistence.catchup.maxDuration: "5 minutes"; expected a Go duration`}},
-		{name: "filter", fields: "      interval: 10s\n      filter: {expression: \"true\"}\n", unsupported: true, want: []string{`not supported yet: calendar eventsource field "filter"`}},
+		{name: "filter", fields: "      interval: 10s\n      filter: {expression: \"true\"}\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := Check(parseEventSources(t, calendarYAML(tc.fields))[0])

@@ -75,9 +75,6 @@ type fileSettings struct {
 // parseFile validates a file event and returns its settings. Errors name the field (the caller
 // adds spec.file.<event>), the value and what was expected.
 func parseFile(f api.FileEventSource) (*fileSettings, error) {
-	if f.Filter != nil && f.Filter.Expression != "" {
-		return nil, api.NotSupported("file eventsource field", "filter")
-	}
 	var errs []error
 	s := &fileSettings{}
 	names := make([]string, 0, len(fileOps))

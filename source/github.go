@@ -91,9 +91,6 @@ func checkGithub(ev api.Event) error {
 		}
 	}
 	add(gitHookCheckContext("github", g.Webhook))
-	if g.Filter != nil && g.Filter.Expression != "" {
-		add(api.NotSupported("github eventsource field", "filter"))
-	}
 	repos := githubRepositories(g)
 	switch {
 	case len(repos) == 0 && len(g.Organizations) == 0:

@@ -76,9 +76,6 @@ func checkGitlab(ev api.Event) error {
 		}
 	}
 	add(gitHookCheckContext("gitlab", g.Webhook))
-	if g.Filter != nil && g.Filter.Expression != "" {
-		add(api.NotSupported("gitlab eventsource field", "filter"))
-	}
 	// Argo requires events, gitlabBaseURL and accessToken.
 	if len(g.Events) == 0 {
 		add(fmt.Errorf("events: empty; expected at least one of %s", gitlabEventNames()))

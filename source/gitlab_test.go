@@ -285,7 +285,7 @@ func TestCheckGitlab(t *testing.T) {
 		{"bad port", strings.Replace(base, `"12000"`, `"0"`, 1) + "      events: [PushEvents]\n", []string{`webhook.port: "0"`}, false},
 		{"secret token without key", base + "      events: [PushEvents]\n      secretToken:\n        name: x\n", []string{"secretToken: expected both name and key"}, false},
 		{"empty project", base + "      events: [PushEvents]\n      projects: [\"\"]\n", []string{"projects[0]: empty"}, false},
-		{"filter", base + "      events: [PushEvents]\n      filter:\n        expression: x\n", []string{`"filter"`}, true},
+		{"filter", base + "      events: [PushEvents]\n      filter:\n        expression: body.object_kind == \"push\"\n", nil, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

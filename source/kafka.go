@@ -106,8 +106,6 @@ func parseKafkaSource(k api.KafkaEventSource) (*kafkaSourceSettings, error) {
 	const what = "kafka eventsource field"
 	set := func(o api.Opaque) bool { return len(o) > 0 && string(o) != "null" }
 	switch {
-	case k.Filter != nil && k.Filter.Expression != "":
-		return nil, api.NotSupported(what, "filter")
 	case strings.TrimSpace(k.Config) != "":
 		return nil, api.NotSupported(what, "config")
 	case set(k.SchemaRegistry):

@@ -104,9 +104,6 @@ func checkMQTT(ev api.Event) error {
 	if m.Auth != nil {
 		errs = append(errs, m.Auth.Username.Check("auth.username"), m.Auth.Password.Check("auth.password"))
 	}
-	if m.Filter != nil && m.Filter.Expression != "" {
-		errs = append(errs, api.NotSupported("mqtt eventsource field", "filter"))
-	}
 	return errors.Join(errs...)
 }
 

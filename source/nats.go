@@ -64,9 +64,6 @@ func checkNATSSource(ev api.Event) error {
 	if err := checkNATSSourceAuth(n.Auth); err != nil {
 		errs = append(errs, err)
 	}
-	if n.Filter != nil && n.Filter.Expression != "" {
-		errs = append(errs, api.NotSupported("nats eventsource field", "filter"))
-	}
 	return errors.Join(errs...)
 }
 

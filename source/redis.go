@@ -73,9 +73,6 @@ func checkRedis(ev api.Event) error {
 	}
 	errs := checkRedisConn(r.HostAddress, r.DB, r.Password, r.TLS)
 	errs = append(errs, checkRedisNames("channels", "channel", r.Channels)...)
-	if r.Filter != nil && r.Filter.Expression != "" {
-		errs = append(errs, api.NotSupported("redis eventsource field", "filter"))
-	}
 	return errors.Join(errs...)
 }
 

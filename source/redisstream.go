@@ -79,9 +79,6 @@ func checkRedisStream(ev api.Event) error {
 	if r.MaxMsgCountPerRead < 0 {
 		errs = append(errs, fmt.Errorf("maxMsgCountPerRead: %d; expected a count > 0 (0 means %d)", r.MaxMsgCountPerRead, redisStreamCount))
 	}
-	if r.Filter != nil && r.Filter.Expression != "" {
-		errs = append(errs, api.NotSupported("redisStream eventsource field", "filter"))
-	}
 	return errors.Join(errs...)
 }
 

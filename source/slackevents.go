@@ -58,9 +58,6 @@ func checkSlack(ev api.Event) error {
 		}
 	}
 	add(gitHookCheckContext("slack", s.Webhook))
-	if s.Filter != nil && s.Filter.Expression != "" {
-		add(api.NotSupported("slack eventsource field", "filter"))
-	}
 	// Both are required, as in Argo.
 	if s.Token == nil {
 		add(errors.New("token: missing; expected the secret holding the Slack app's verification token"))

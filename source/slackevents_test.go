@@ -176,7 +176,7 @@ func TestCheckSlack(t *testing.T) {
 		{"valid", webhook + secrets, nil, false},
 		{"no secrets", webhook, []string{"token: missing", "signingSecret: missing"}, false},
 		{"no webhook", secrets, []string{"webhook: missing"}, false},
-		{"filter", webhook + secrets + "      filter: {expression: x}\n", []string{`"filter"`}, true},
+		{"filter", webhook + secrets + "      filter: {expression: \"body.event.type == 'app_mention'\"}\n", nil, false},
 		{"TLS", strings.Replace(webhook, "POST", "POST, serverCertSecret: {name: a, key: b}, serverKeySecret: {name: a, key: c}", 1) + secrets, []string{"serverCertSecret"}, true},
 	}
 	for _, c := range cases {

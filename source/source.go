@@ -187,12 +187,18 @@ func RegisterOwned(name string, spec Spec, ctor OwnedConstructor) {
 func Check(es *api.EventSource) error {
 	var errs []error
 	for _, ev := range es.Spec.Events() {
-		e, err := types.Lookup(ev.Type)
+		e, lookupErr := types.Lookup(ev.Type)
+		err := lookupErr
 		if err == nil && e.Spec.Check != nil {
 			err = e.Spec.Check(ev)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("spec.%s.%s: %w", ev.Type, ev.Name, err))
+		}
+		if lookupErr == nil { // a type kevents runs: its filter must compile too
+			if _, err := compileEventFilter(ev); err != nil {
+				errs = append(errs, fmt.Errorf("spec.%s.%s.%w", ev.Type, ev.Name, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -225,14 +231,32 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 		for _, ev := range es.Spec.Events() {
 			e, _ := types.Lookup(ev.Type)
 			b := Build{EventSource: es, Event: ev, Topic: env.Topology.SourceTopic(es.Metadata.Namespace, es.Metadata.Name), Env: env}
+			filter, err := compileEventFilter(ev)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("eventsource %s: spec.%s.%s.%w", es.Metadata.Name, ev.Type, ev.Name, err))
+				continue
+			}
+			if filter != nil {
+				filter.b = b
+				// The event's own Env: its Publisher drops what the filter does not pass.
+				fenv := *env
+				fp := filteringPublisher{next: env.Publisher, filter: filter}
+				fenv.Publisher = fp
+				if a, ok := env.Publisher.(AsyncPublisher); ok {
+					fenv.Publisher = filteringAsyncPublisher{filteringPublisher: fp, async: a}
+				}
+				b.Env = &fenv
+			}
 			var src Source
-			var err error
 			if e.New.owned != nil {
 				var o OwnedSource
 				if o, err = e.New.owned(b); err == nil {
 					if s, ok := o.(everyMemberSource); ok && s.everyMember() {
-						src = s
+						src = s // publishes through b.Env.Publisher
 					} else {
+						if filter != nil {
+							o = filteringOwned{OwnedSource: o, filter: filter}
+						}
 						owned = append(owned, newOwnedEntry(b, o))
 					}
 				}

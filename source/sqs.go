@@ -114,9 +114,6 @@ func checkSQS(ev api.Event) error {
 			errs = append(errs, fmt.Errorf("endpoint: %q; expected an http or https URL such as http://localhost:4566", s.Endpoint))
 		}
 	}
-	if s.Filter != nil && s.Filter.Expression != "" {
-		errs = append(errs, api.NotSupported("sqs eventsource field", "filter"))
-	}
 	return errors.Join(errs...)
 }
 

@@ -33,8 +33,6 @@ func init() {
 func checkWebhook(ev api.Event) error {
 	w := ev.Webhook
 	switch {
-	case w.Filter != nil && w.Filter.Expression != "":
-		return api.NotSupported("webhook field", "filter")
 	case w.ServerCertSecret != nil || w.ServerKeySecret != nil:
 		return api.NotSupported("webhook field", "serverCertSecret/serverKeySecret (TLS)")
 	}

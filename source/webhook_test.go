@@ -572,23 +572,24 @@ kind: EventSource
 metadata:
   name: queue
 spec:
-  amqp:
+  nsq:
     example:
-      url: amqp://rabbitmq:5672
-      exchangeName: events
+      hostAddress: nsqlookupd:4161
+      topic: events
+      channel: kevents
 `)[0]
 	err := Check(es)
 	if err == nil {
-		t.Fatal("Check: no error for an amqp event")
+		t.Fatal("Check: no error for an nsq event")
 	}
 	if !errors.Is(err, api.ErrNotSupported) {
 		t.Errorf("error %v does not wrap api.ErrNotSupported", err)
 	}
-	if !strings.Contains(err.Error(), `not supported yet: eventsource type "amqp"`) {
-		t.Errorf("error %q lacks `not supported yet: eventsource type \"amqp\"`", err)
+	if !strings.Contains(err.Error(), `not supported yet: eventsource type "nsq"`) {
+		t.Errorf("error %q lacks `not supported yet: eventsource type \"nsq\"`", err)
 	}
-	if !strings.Contains(err.Error(), "spec.amqp.example") {
-		t.Errorf("error %q does not name spec.amqp.example", err)
+	if !strings.Contains(err.Error(), "spec.nsq.example") {
+		t.Errorf("error %q does not name spec.nsq.example", err)
 	}
 
 	// Run refuses it the same way, before listening anywhere.
@@ -600,8 +601,7 @@ spec:
 
 func TestCheckWebhookUnsupportedFields(t *testing.T) {
 	for field, extra := range map[string]string{
-		"filter": "      filter:\n        expression: body.x == 1\n",
-		"TLS":    "      serverCertSecret:\n        name: tls\n        key: crt\n      serverKeySecret:\n        name: tls\n        key: key\n",
+		"TLS": "      serverCertSecret:\n        name: tls\n        key: crt\n      serverKeySecret:\n        name: tls\n        key: key\n",
 	} {
 		es := parseEventSources(t, webhookYAML("w", "e", 12000, "/e", extra))[0]
 		err := Check(es)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -120,14 +121,42 @@ func TestValidateCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "2 documents: 2 ok") {
 		t.Errorf("quickstart: err %v, output:\n%s", err, out)
 	}
-	amqp := filepath.Join(t.TempDir(), "amqp.yaml")
-	writeFile(t, amqp, "apiVersion: argoproj.io/v1alpha1\nkind: EventSource\nmetadata: {name: q}\nspec:\n  amqp:\n    example: {url: \"amqp://localhost:5672\", exchangeName: x, exchangeType: fanout, routingKey: k}\n")
-	out, err = runCLI("validate", "-f", amqp)
-	if err == nil || !strings.Contains(out, `not supported yet: eventsource type "amqp"`) {
-		t.Errorf("amqp: want a non-zero exit and the not-supported line; err %v, output:\n%s", err, out)
+	nsq := filepath.Join(t.TempDir(), "nsq.yaml")
+	writeFile(t, nsq, "apiVersion: argoproj.io/v1alpha1\nkind: EventSource\nmetadata: {name: q}\nspec:\n  nsq:\n    example: {hostAddress: \"localhost:4161\", topic: t, channel: c}\n")
+	out, err = runCLI("validate", "-f", nsq)
+	if err == nil || !strings.Contains(out, `not supported yet: eventsource type "nsq"`) {
+		t.Errorf("nsq: want a non-zero exit and the not-supported line; err %v, output:\n%s", err, out)
 	}
 	if _, err = runCLI("validate", "-f", "does-not-exist.yaml"); err == nil {
 		t.Error("a missing path must fail")
+	}
+}
+
+// TestValidateFilter: an event source filter runs; one that cannot is reported on the
+// document's line, naming the field, the expression and why.
+func TestValidateFilter(t *testing.T) {
+	doc := func(name, expression string) string {
+		return fmt.Sprintf("apiVersion: argoproj.io/v1alpha1\nkind: EventSource\nmetadata: {name: %s}\nspec:\n  webhook:\n    pr:\n      port: \"12000\"\n      endpoint: /pr\n      method: POST\n      filter:\n        expression: %q\n", name, expression)
+	}
+	path := filepath.Join(t.TempDir(), "filters.yaml")
+	writeFile(t, path, strings.Join([]string{
+		doc("good", `body.action == "opened"`),
+		doc("bad", `body.action ==`),
+		doc("jsonpath", `jsonpath(toJson(body), "$.a") == 1`),
+	}, "---\n"))
+	out, err := runCLI("validate", "-f", path)
+	if err == nil {
+		t.Errorf("validate: no error with an invalid filter; output:\n%s", out)
+	}
+	for _, want := range []string{
+		"ok          " + path + "#1 EventSource/good",
+		"invalid     " + path + `#2 EventSource/bad: spec.webhook.pr.filter.expression: "body.action ==" is not a valid expression: unexpected token EOF`,
+		"unsupported " + path + `#3 EventSource/jsonpath: spec.webhook.pr.filter.expression: not supported yet: eventsource filter function "jsonpath"`,
+		"3 documents: 1 ok, 1 not supported yet, 1 invalid",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,7 @@ type Metrics struct {
 	EventsReceived  *prometheus.CounterVec // source: events accepted from the outside system
 	EventsPublished *prometheus.CounterVec // source: events Kafka acknowledged
 	PublishFailures *prometheus.CounterVec // source: events Kafka did not acknowledge
+	EventsFiltered  *prometheus.CounterVec // source: events an EventSource filter dropped; count them through Filtered
 	EventsMatched   *prometheus.CounterVec // sensor: events that passed a dependency's filters
 	CommandsEmitted *prometheus.CounterVec // sensor: commands committed to the commands topic
 	JoinPendingKeys prometheus.Gauge       // sensor: join keys waiting in the partitions this member owns
@@ -57,6 +59,12 @@ type Metrics struct {
 
 	mu     sync.Mutex
 	checks map[string]func(context.Context) error
+
+	// Events Filtered counted that their source has yet to report through Published (see
+	// Filtered); filteredTotal is their sum, so that Published takes no lock while it is 0.
+	filteredMu    sync.Mutex
+	filtered      map[[3]string]int
+	filteredTotal atomic.Int64
 }
 
 // New returns metrics registered in a fresh registry.
@@ -85,6 +93,8 @@ func New() *Metrics {
 		EventsReceived:  counter("source_events_received_total", "Events a source accepted from its outside system.", "eventsource", "event"),
 		EventsPublished: counter("source_events_published_total", "Events Kafka acknowledged.", "eventsource", "event"),
 		PublishFailures: counter("source_publish_failures_total", "Events Kafka did not acknowledge in time.", "eventsource", "event"),
+		EventsFiltered: counter("source_events_filtered_total", "Events an EventSource's filter expression dropped (reason false) or could not evaluate (reason error); "+
+			"they are acknowledged to the outside system and never reach Kafka.", "eventsource", "event", "reason"),
 		EventsMatched:   counter("sensor_events_matched_total", "Events that passed a dependency's filters.", "sensor", "dependency"),
 		CommandsEmitted: counter("sensor_commands_emitted_total", "Trigger commands committed to the commands topic.", "sensor", "trigger"),
 		Executions:      counter("executor_executions_total", "Trigger commands executed successfully.", "sensor", "trigger"),
@@ -120,7 +130,8 @@ func New() *Metrics {
 		ArgoActionRetriesFailed: argoCounter("action_retries_failed_total", "Trigger commands that failed after their retries (Argo Events' name for kevents_executor_failures_total).", argoSensor...),
 		ArgoActionDuration: prometheus.NewSummaryVec(prometheus.SummaryOpts{Namespace: "argo_events", Name: "action_duration_milliseconds",
 			Help: "Duration of each attempt to execute a trigger command, in milliseconds."}, argoSensor),
-		checks: map[string]func(context.Context) error{},
+		checks:   map[string]func(context.Context) error{},
+		filtered: map[[3]string]int{},
 	}
 	m.JoinPendingKeys = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kevents", Name: "sensor_join_pending_keys",
 		Help: "Join keys waiting for the rest of their condition in the partitions this member owns."})
@@ -138,8 +149,10 @@ func argoNamespace(namespace string) string {
 	return namespace
 }
 
-// Published counts n events of an EventSource that Kafka acknowledged.
+// Published counts n events of an EventSource that Kafka acknowledged. Of the n, it leaves out
+// as many events of the same event as Filtered counted and Published has not left out yet.
 func (m *Metrics) Published(namespace, eventSource, event string, n int) {
+	n -= m.takeFiltered(namespace, eventSource, event, n)
 	m.EventsPublished.WithLabelValues(eventSource, event).Add(float64(n))
 	m.ArgoEventsSent.WithLabelValues(argoNamespace(namespace), eventSource, event).Add(float64(n))
 }
@@ -148,6 +161,43 @@ func (m *Metrics) Published(namespace, eventSource, event string, n int) {
 func (m *Metrics) PublishFailed(namespace, eventSource, event string, n int) {
 	m.PublishFailures.WithLabelValues(eventSource, event).Add(float64(n))
 	m.ArgoEventsSentFailed.WithLabelValues(argoNamespace(namespace), eventSource, event).Add(float64(n))
+}
+
+// Filtered counts n events of an EventSource that its filter dropped, for reason "false" (the
+// expression was false) or "error" (it could not be evaluated). A source reports a dropped event
+// as published, since its filter answers it as Kafka would have, so that it acknowledges its
+// outside system: the next n events Published counts for this event are left out of the
+// published counters, which keep meaning "acknowledged by Kafka" (Argo does not count filtered
+// events as sent either). Under concurrent requests the events left out may be others of the
+// same event than the filtered ones; the totals are the same.
+func (m *Metrics) Filtered(namespace, eventSource, event, reason string, n int) {
+	if n <= 0 {
+		return
+	}
+	m.EventsFiltered.WithLabelValues(eventSource, event, reason).Add(float64(n))
+	m.filteredMu.Lock()
+	m.filtered[[3]string{namespace, eventSource, event}] += n
+	m.filteredTotal.Add(int64(n))
+	m.filteredMu.Unlock()
+}
+
+// takeFiltered returns how many of n published events Filtered counted already, at most n.
+func (m *Metrics) takeFiltered(namespace, eventSource, event string, n int) int {
+	if n <= 0 || m.filteredTotal.Load() == 0 {
+		return 0
+	}
+	k := [3]string{namespace, eventSource, event}
+	m.filteredMu.Lock()
+	defer m.filteredMu.Unlock()
+	c := min(m.filtered[k], n)
+	if c == 0 {
+		return 0
+	}
+	if m.filtered[k] -= c; m.filtered[k] == 0 {
+		delete(m.filtered, k)
+	}
+	m.filteredTotal.Add(-int64(c))
+	return c
 }
 
 // EventServicesRunning adds delta to the events of an EventSource this process runs.

@@ -146,3 +146,33 @@ func TestArgoMetricsCountedWithKevents(t *testing.T) {
 		t.Errorf("action duration observations = %d, want one per attempt (4)", n)
 	}
 }
+
+// TestFilteredNotCountedPublished: events an EventSource filter dropped, which their source then
+// reports published, are left out of the published counters, for that event only.
+func TestFilteredNotCountedPublished(t *testing.T) {
+	m := New()
+	m.Filtered("ns", "hooks", "pr", "false", 2)
+	m.Filtered("ns", "hooks", "pr", "error", 1)
+	m.Published("ns", "hooks", "other", 1) // another event: counted in full
+	m.Published("ns", "hooks", "pr", 2)    // both are dropped ones
+	m.Published("ns", "hooks", "pr", 3)    // one more dropped one, two real ones
+	m.Published("ns", "hooks", "pr", 4)    // all real
+	for _, c := range []struct {
+		name string
+		c    prometheus.Collector
+		want float64
+	}{
+		{"filtered false", m.EventsFiltered.WithLabelValues("hooks", "pr", "false"), 2},
+		{"filtered error", m.EventsFiltered.WithLabelValues("hooks", "pr", "error"), 1},
+		{"published", m.EventsPublished.WithLabelValues("hooks", "pr"), 6},
+		{"argo sent", m.ArgoEventsSent.WithLabelValues("ns", "hooks", "pr"), 6},
+		{"published other", m.EventsPublished.WithLabelValues("hooks", "other"), 1},
+	} {
+		if v := testutil.ToFloat64(c.c); v != c.want {
+			t.Errorf("%s = %v, want %v", c.name, v, c.want)
+		}
+	}
+	if len(m.filtered) != 0 || m.filteredTotal.Load() != 0 {
+		t.Errorf("credits left: %v (total %d)", m.filtered, m.filteredTotal.Load())
+	}
+}
