@@ -13,7 +13,11 @@ KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION
 	-X k8s.io/component-base/version.gitTreeState=clean \
 	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION)
 
-.PHONY: all build run test test-containers vet fmt-check bench clean kube test-servers
+# The MinIO server the minio source's tests run, built once from hack/minio into a cache outside
+# git. Tests skip without it, and fail with KEVENTS_REQUIRE_SERVERS.
+MINIO_DIR ?= $(or $(KEVENTS_MINIO_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kevents/minio)
+
+.PHONY: all build run test test-containers vet fmt-check bench clean kube minio test-servers
 
 all: build
 
@@ -48,10 +52,11 @@ bench:
 	$(GO) test -run '^$$' -bench 'BenchmarkMatchExprs|BenchmarkScriptFilter|BenchmarkTransform' -benchmem ./sensor/
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/cloudevent/
 
-## test-servers: everything the tests start that Go code cannot: kube (below) and Debian's
-## etcd-server and redis-server. Tests skip without them unless KEVENTS_REQUIRE_* is set (CI).
-test-servers: kube
-	@missing=""; for p in etcd:etcd-server redis-server:redis-server; do \
+## test-servers: everything the tests start that Go code cannot: kube and minio (below) and Debian's
+## etcd-server, redis-server and rabbitmq-server. Tests skip without them unless KEVENTS_REQUIRE_* is
+## set (CI).
+test-servers: kube minio
+	@missing=""; for p in etcd:etcd-server redis-server:redis-server rabbitmq-server:rabbitmq-server; do \
 		command -v $${p%%:*} >/dev/null || missing="$$missing $${p#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing (Debian)"; \
@@ -59,7 +64,8 @@ test-servers: kube
 		$$SUDO apt-get install -y -q $$missing >/dev/null 2>&1 || \
 		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }; \
 	fi
-	@command -v etcd >/dev/null && command -v redis-server >/dev/null && echo "test servers ready"
+	@command -v etcd >/dev/null && command -v redis-server >/dev/null && \
+		command -v rabbitmq-server >/dev/null && echo "test servers ready"
 
 ## kube: build kube-apiserver and kubectl for the tests (about 7 minutes, once)
 kube: $(KUBE_ASSETS)/kube-apiserver $(KUBE_ASSETS)/kubectl
@@ -69,6 +75,14 @@ $(KUBE_ASSETS)/kube-apiserver $(KUBE_ASSETS)/kubectl &: hack/kube/go.mod hack/ku
 	cd hack/kube && $(GO) build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o $(KUBE_ASSETS)/ \
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
 	touch $(KUBE_ASSETS)/kube-apiserver $(KUBE_ASSETS)/kubectl
+
+## minio: build the MinIO server for the minio source's tests (about 3 minutes, once)
+minio: $(MINIO_DIR)/minio
+
+$(MINIO_DIR)/minio: hack/minio/go.mod hack/minio/go.sum
+	mkdir -p $(MINIO_DIR)
+	cd hack/minio && $(GO) build -trimpath -ldflags "-s -w" -o $(MINIO_DIR)/minio github.com/minio/minio
+	touch $@
 
 clean:
 	rm -rf bin

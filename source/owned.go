@@ -28,7 +28,7 @@ const ownedTransactionTimeout = 10 * time.Second
 const ownedRetry = time.Second
 
 // OwnedSource is one event of a source type that must run exactly once in the cluster and has
-// no competing-consumer model of its own (calendar, file, resource, redis pub/sub, mqtt). Ownership goes by partition assignment,
+// no competing-consumer model of its own (calendar, file, resource, redis pub/sub, mqtt, amqp with a server-named queue, minio, generic). Ownership goes by partition assignment,
 // without leader election:
 //
 //   - Every owned source has a key, "<namespace>/<eventsource>/<event>", which maps to a
@@ -110,10 +110,10 @@ func ownedTransactionalID(sources string, p int32) string {
 func checkOwnedEnv(env *Env) error {
 	var errs []error
 	if len(env.Kafka.Brokers) == 0 {
-		errs = append(errs, errors.New("owned sources (calendar, file, resource, redis, mqtt): no Kafka brokers configured; expected the cluster's brokers"))
+		errs = append(errs, errors.New("owned sources (calendar, file, resource, redis, mqtt, amqp, minio, generic): no Kafka brokers configured; expected the cluster's brokers"))
 	}
 	if env.Member == "" {
-		errs = append(errs, errors.New("owned sources (calendar, file, resource, redis, mqtt): member name is empty; expected a stable name unique among members (--member)"))
+		errs = append(errs, errors.New("owned sources (calendar, file, resource, redis, mqtt, amqp, minio, generic): member name is empty; expected a stable name unique among members (--member)"))
 	}
 	return errors.Join(errs...)
 }
