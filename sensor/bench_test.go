@@ -416,11 +416,12 @@ func BenchmarkStage(b *testing.B) {
 		if len(docs) != 1 || docs[0].Err != nil {
 			b.Fatalf("sensor: %+v", docs)
 		}
-		idx, err := buildIndex(topo, []*api.Sensor{docs[0].Sensor})
+		m := metrics.New()
+		idx, err := buildIndex(topo, m, []*api.Sensor{docs[0].Sensor})
 		if err != nil {
 			b.Fatal(err)
 		}
-		st := &stage{cfg: Config{Topology: topo, Metrics: metrics.New(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		st := &stage{cfg: Config{Topology: topo, Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 			idx: idx, store: newJoinStore()}
 		st.store.prepare([]int32{0})
 		return st
