@@ -101,8 +101,11 @@ type Env struct {
 	Member         string
 	SessionTimeout time.Duration
 	// Kube reaches the Kubernetes API, for the resource source; nil when none is configured.
-	Kube   *rest.Config
-	routes *routes
+	Kube *rest.Config
+	// ReadyNeedsSources makes the ready check fail while a source event cannot reach its outside
+	// server (see Build.Connected).
+	ReadyNeedsSources bool
+	routes            *routes
 }
 
 // Build is what a constructor gets: one event of one EventSource.
@@ -134,6 +137,13 @@ func (b Build) NewEvent(id string, at time.Time, data any) (cloudevents.Event, e
 		return cloudevents.Event{}, fmt.Errorf("encode the event: %w", err)
 	}
 	return e, nil
+}
+
+// Connected reports whether the event reaches its outside server: nil once it connected, else
+// why it cannot while it retries. Sources with a connection of their own call it on every
+// change; it drives kevents_source_connected and, with Env.ReadyNeedsSources, readiness.
+func (b Build) Connected(err error) {
+	b.Env.Metrics.SourceConnected(b.EventSource.Metadata.Namespace, b.EventSource.Metadata.Name, b.Event.Name, err)
 }
 
 // specOf returns an event's spec as its type declares it; a mismatch is a programming error in
@@ -219,6 +229,7 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 	env.routes = &routes{byPort: map[int]*endpoints{}}
 	var (
 		pulls   []Source
+		builds  []Build // of every event, to forget their connection state when they stop
 		owned   []ownedEntry
 		errs    []error
 		started = map[[2]string]int{} // events per namespace and EventSource
@@ -270,6 +281,7 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 			if src != nil {
 				pulls = append(pulls, src)
 			}
+			builds = append(builds, b)
 			started[[2]string{es.Metadata.Namespace, es.Metadata.Name}]++
 		}
 	}
@@ -322,10 +334,16 @@ func Run(ctx context.Context, env *Env, sources []*api.EventSource) (wait func()
 	for k, n := range started {
 		env.Metrics.EventServicesRunning(k[0], k[1], n)
 	}
+	if env.ReadyNeedsSources {
+		env.Metrics.AddReadyCheck("sources", env.Metrics.SourcesReady)
+	}
 	return func() error {
 		wg.Wait()
 		for k, n := range started {
 			env.Metrics.EventServicesRunning(k[0], k[1], -n)
+		}
+		for _, b := range builds {
+			env.Metrics.SourceStopped(b.EventSource.Metadata.Namespace, b.EventSource.Metadata.Name, b.Event.Name)
 		}
 		close(errc)
 		var errs []error

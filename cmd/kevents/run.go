@@ -71,10 +71,12 @@ type runConfig struct {
 	secretsNS      string // namespace of the Secrets and ConfigMaps read from the API; empty: the pod's
 	kubeconfig     string
 	publishTimeout time.Duration
-	reloadInterval time.Duration // how often definition files are checked for changes; 0: never
-	logger         *slog.Logger
-	out            io.Writer // where the startup banner goes
-	metrics        *metrics.Metrics
+	// readyNeedsSources: see --ready-needs-sources.
+	readyNeedsSources bool
+	reloadInterval    time.Duration // how often definition files are checked for changes; 0: never
+	logger            *slog.Logger
+	out               io.Writer // where the startup banner goes
+	metrics           *metrics.Metrics
 }
 
 // running is what runAll reports once every stage is up.
@@ -160,6 +162,7 @@ func newStageCmd(g *globalFlags, st stages, use, short, long string) *cobra.Comm
 	}
 	if st.has(stageSources) {
 		f.DurationVar(&cfg.publishTimeout, "publish-timeout", 10*time.Second, "how long a webhook waits for Kafka to acknowledge an event before answering 503")
+		f.BoolVar(&cfg.readyNeedsSources, "ready-needs-sources", true, "/readyz fails while a source cannot reach its outside server (a broker, queue or API); turn off where webhooks share the process and must keep taking requests")
 	}
 	return cmd
 }
@@ -333,6 +336,7 @@ func runAll(ctx context.Context, cfg runConfig, onReady func(running)) error {
 			Topology: cfg.topology, Publisher: source.KafkaPublisher{Client: producer},
 			Secrets: secrets.Resolver{Dir: cfg.secretsDir, Kube: kubeSecrets}, Metrics: m, Logger: log,
 			PublishTimeout: cfg.publishTimeout, Kafka: kc, Member: cfg.member, Kube: kube,
+			ReadyNeedsSources: cfg.readyNeedsSources,
 		}
 		// Started here rather than in the stage, so that a port in use fails the start.
 		waitSources, err := startSources(runCtx, env, sources, cfg.out)

@@ -30,6 +30,7 @@ type Metrics struct {
 	EventsPublished *prometheus.CounterVec // source: events Kafka acknowledged
 	PublishFailures *prometheus.CounterVec // source: events Kafka did not acknowledge
 	EventsFiltered  *prometheus.CounterVec // source: events an EventSource filter dropped; count them through Filtered
+	SourceUp        *prometheus.GaugeVec   // source: 1 while an event reaches its outside server; set it through SourceConnected
 	EventsMatched   *prometheus.CounterVec // sensor: events that passed a dependency's filters
 	CommandsEmitted *prometheus.CounterVec // sensor: commands committed to the commands topic
 	JoinPendingKeys prometheus.Gauge       // sensor: join keys waiting in the partitions this member owns
@@ -65,6 +66,10 @@ type Metrics struct {
 	filteredMu    sync.Mutex
 	filtered      map[[3]string]int
 	filteredTotal atomic.Int64
+
+	// down holds the source events that cannot reach their outside server (SourceConnected).
+	healthMu sync.Mutex
+	down     map[[3]string]sourceDown
 }
 
 // New returns metrics registered in a fresh registry.
@@ -95,6 +100,8 @@ func New() *Metrics {
 		PublishFailures: counter("source_publish_failures_total", "Events Kafka did not acknowledge in time.", "eventsource", "event"),
 		EventsFiltered: counter("source_events_filtered_total", "Events an EventSource's filter expression dropped (reason false) or could not evaluate (reason error); "+
 			"they are acknowledged to the outside system and never reach Kafka.", "eventsource", "event", "reason"),
+		SourceUp: gauge("source_connected", "1 while a source event is connected to its outside server (a queue, a broker, an API), 0 while it cannot reach it and retries; "+
+			"absent for types with no connection of their own (webhooks, calendar).", "eventsource", "event"),
 		EventsMatched:   counter("sensor_events_matched_total", "Events that passed a dependency's filters.", "sensor", "dependency"),
 		CommandsEmitted: counter("sensor_commands_emitted_total", "Trigger commands committed to the commands topic.", "sensor", "trigger"),
 		Executions:      counter("executor_executions_total", "Trigger commands executed successfully.", "sensor", "trigger"),
@@ -132,6 +139,7 @@ func New() *Metrics {
 			Help: "Duration of each attempt to execute a trigger command, in milliseconds."}, argoSensor),
 		checks:   map[string]func(context.Context) error{},
 		filtered: map[[3]string]int{},
+		down:     map[[3]string]sourceDown{},
 	}
 	m.JoinPendingKeys = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kevents", Name: "sensor_join_pending_keys",
 		Help: "Join keys waiting for the rest of their condition in the partitions this member owns."})
