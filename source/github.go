@@ -573,9 +573,7 @@ func gitHookCheckContext(typ string, w *api.WebhookContext) error {
 		errs = append(errs, gitHookCheckURL("webhook.url", w.URL))
 	}
 	errs = append(errs, gitHookCheckSecret("webhook.authSecret", w.AuthSecret))
-	if w.ServerCertSecret != nil || w.ServerKeySecret != nil {
-		errs = append(errs, api.NotSupported(typ+" eventsource field", "webhook.serverCertSecret/serverKeySecret (TLS)"))
-	}
+	errs = append(errs, checkServerTLS("webhook.", w.ServerCertSecret, w.ServerKeySecret))
 	return errors.Join(errs...)
 }
 
@@ -643,6 +641,7 @@ type gitHookEndpoint struct {
 	method  string
 	bearer  []byte // webhook.authSecret; nil when not set
 	maxBody int64
+	tls     *serverTLS // nil: plain HTTP
 }
 
 func newGitHookEndpoint(b Build, typ string, w *api.WebhookContext) (*gitHookEndpoint, error) {
@@ -667,12 +666,15 @@ func newGitHookEndpoint(b Build, typ string, w *api.WebhookContext) (*gitHookEnd
 		}
 		e.bearer = []byte(tok)
 	}
+	if e.tls, err = loadServerTLS(b, "webhook.", w.ServerCertSecret, w.ServerKeySecret); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
 func (e *gitHookEndpoint) register(h http.Handler) error {
 	owner := fmt.Sprintf("eventsource %s event %s", e.b.EventSource.Metadata.Name, e.b.Event.Name)
-	return e.b.Env.routes.add(e.port, e.path, owner, h)
+	return e.b.Env.routes.add(e.port, e.path, owner, e.tls, h)
 }
 
 // accept checks the method and, with webhook.authSecret, the bearer token (checked by Argo's

@@ -564,7 +564,8 @@ func TestCheckGithub(t *testing.T) {
 		{"app without ids", webhook + repos + "      githubApp:\n        privateKey:\n          name: app\n          key: pem\n", []string{"githubApp.appID: 0", "githubApp.installationID: 0"}, false},
 		{"app without key", webhook + repos + "      githubApp:\n        appID: 1\n        installationID: 2\n", []string{"githubApp.privateKey: missing"}, false},
 		{"filter", webhook + repos + "      filter:\n        expression: body.x == 1\n", nil, false},
-		{"TLS", strings.Replace(webhook, "method: POST", "method: POST\n        serverCertSecret:\n          name: tls\n          key: crt\n        serverKeySecret:\n          name: tls\n          key: key", 1) + repos, []string{"serverCertSecret"}, true},
+		{"TLS", strings.Replace(webhook, "method: POST", "method: POST\n        serverCertSecret:\n          name: tls\n          key: crt\n        serverKeySecret:\n          name: tls\n          key: key", 1) + repos, nil, false},
+		{"TLS without key", strings.Replace(webhook, "method: POST", "method: POST\n        serverCertSecret:\n          name: tls\n          key: crt", 1) + repos, []string{"webhook.serverKeySecret: missing"}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -177,7 +177,8 @@ func TestCheckSlack(t *testing.T) {
 		{"no secrets", webhook, []string{"token: missing", "signingSecret: missing"}, false},
 		{"no webhook", secrets, []string{"webhook: missing"}, false},
 		{"filter", webhook + secrets + "      filter: {expression: \"body.event.type == 'app_mention'\"}\n", nil, false},
-		{"TLS", strings.Replace(webhook, "POST", "POST, serverCertSecret: {name: a, key: b}, serverKeySecret: {name: a, key: c}", 1) + secrets, []string{"serverCertSecret"}, true},
+		{"TLS", strings.Replace(webhook, "POST", "POST, serverCertSecret: {name: a, key: b}, serverKeySecret: {name: a, key: c}", 1) + secrets, nil, false},
+		{"TLS key without a key name", strings.Replace(webhook, "POST", "POST, serverCertSecret: {name: a, key: b}, serverKeySecret: {name: a}", 1) + secrets, []string{"webhook.serverKeySecret"}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

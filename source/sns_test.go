@@ -632,7 +632,7 @@ func TestCheckSNS(t *testing.T) {
 		{"secretKey without key", base("      accessKey: {name: aws, key: a}\n      secretKey: {name: aws}\n"), []string{"secretKey: expected both name and key"}, false},
 		{"endpoint not a URL", base("      endpoint: localhost:4566\n"), []string{`endpoint: "localhost:4566"`}, false},
 		{"filter", base("      filter: {expression: \"body.n ==\"}\n"), []string{`filter.expression: "body.n =="`}, false},
-		{"webhook TLS", strings.Replace(base(""), "url: https://kevents.example.com", "url: https://kevents.example.com, serverCertSecret: {name: s, key: c}", 1), []string{"serverCertSecret"}, true},
+		{"webhook TLS without key", strings.Replace(base(""), "url: https://kevents.example.com", "url: https://kevents.example.com, serverCertSecret: {name: s, key: c}", 1), []string{"webhook.serverKeySecret: missing"}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

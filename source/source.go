@@ -4,6 +4,7 @@ package source
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -365,6 +366,16 @@ type routes struct {
 type endpoints struct {
 	handlers map[string]http.Handler
 	owners   map[string]string // to name the first owner when a second claims the endpoint
+	tls      *serverTLS        // nil: plain HTTP
+	tlsOwner string            // the event that set tls, for errors
+}
+
+// describeTLS names what a port serves, for comparing and for errors.
+func describeTLS(t *serverTLS) string {
+	if t == nil {
+		return "plain HTTP"
+	}
+	return "TLS with secrets " + t.refs
 }
 
 func (e *endpoints) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -376,14 +387,18 @@ func (e *endpoints) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.ServeHTTP(w, r)
 }
 
-func (r *routes) add(port int, path, owner string, h http.Handler) error {
+func (r *routes) add(port int, path, owner string, tlsCert *serverTLS, h http.Handler) error {
 	eps := r.byPort[port]
 	if eps == nil {
-		eps = &endpoints{handlers: map[string]http.Handler{}, owners: map[string]string{}}
+		eps = &endpoints{handlers: map[string]http.Handler{}, owners: map[string]string{}, tls: tlsCert, tlsOwner: owner}
 		r.byPort[port] = eps
 	}
 	if other, dup := eps.owners[path]; dup {
 		return fmt.Errorf("endpoint %s on port %d is already served by %s", path, port, other)
+	}
+	if describeTLS(tlsCert) != describeTLS(eps.tls) {
+		return fmt.Errorf("port %d: %s serves %s but %s on the same port serves %s; expected the events of a port to share serverCertSecret/serverKeySecret or to have none",
+			port, owner, describeTLS(tlsCert), eps.tlsOwner, describeTLS(eps.tls))
 	}
 	eps.owners[path] = owner
 	eps.handlers[path] = h
@@ -409,6 +424,9 @@ func (r *routes) listen() ([]server, error) {
 				s.ln.Close()
 			}
 			return nil, fmt.Errorf("webhook port %d: %w", p, err)
+		}
+		if t := r.byPort[p].tls; t != nil {
+			ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{t.cert}, MinVersion: tls.VersionTLS12})
 		}
 		out = append(out, server{srv: &http.Server{Handler: r.byPort[p], ReadHeaderTimeout: 10 * time.Second}, ln: ln})
 	}

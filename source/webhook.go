@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,12 +32,51 @@ func init() {
 }
 
 func checkWebhook(ev api.Event) error {
-	w := ev.Webhook
+	return checkServerTLS("", ev.Webhook.ServerCertSecret, ev.Webhook.ServerKeySecret)
+}
+
+// serverTLS is the certificate a webhook port serves, from an event's serverCertSecret and
+// serverKeySecret (PEM), read when the source starts. Events sharing a port must name the same
+// Secrets, or none: one port is one listener.
+type serverTLS struct {
+	refs string // the two references, to compare the events of a port
+	cert tls.Certificate
+}
+
+// checkServerTLS is the load-time rule of serverCertSecret and serverKeySecret: both or neither,
+// each naming a Secret key. prefix is the fields' path ("" or "webhook.").
+func checkServerTLS(prefix string, cert, key *api.SecretKeySelector) error {
 	switch {
-	case w.ServerCertSecret != nil || w.ServerKeySecret != nil:
-		return api.NotSupported("webhook field", "serverCertSecret/serverKeySecret (TLS)")
+	case cert == nil && key == nil:
+		return nil
+	case cert == nil:
+		return fmt.Errorf("%sserverCertSecret: missing; expected it with serverKeySecret, to serve TLS", prefix)
+	case key == nil:
+		return fmt.Errorf("%sserverKeySecret: missing; expected it with serverCertSecret, to serve TLS", prefix)
 	}
-	return nil
+	return errors.Join(cert.Check(prefix+"serverCertSecret"), key.Check(prefix+"serverKeySecret"))
+}
+
+// loadServerTLS reads the certificate and key the references name; nil when there are none.
+// Errors never show the Secrets' contents.
+func loadServerTLS(b Build, prefix string, cert, key *api.SecretKeySelector) (*serverTLS, error) {
+	if cert == nil || key == nil {
+		return nil, nil
+	}
+	certPEM, err := b.Env.Secrets.Resolve(cert.Name, cert.Key)
+	if err != nil {
+		return nil, fmt.Errorf("%sserverCertSecret: %w", prefix, err)
+	}
+	keyPEM, err := b.Env.Secrets.Resolve(key.Name, key.Key)
+	if err != nil {
+		return nil, fmt.Errorf("%sserverKeySecret: %w", prefix, err)
+	}
+	pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		return nil, fmt.Errorf("%sserverCertSecret/serverKeySecret (secrets %s/%s, %s/%s): not a PEM certificate and its private key: %w",
+			prefix, cert.Name, cert.Key, key.Name, key.Key, err)
+	}
+	return &serverTLS{refs: cert.Name + "/" + cert.Key + " " + key.Name + "/" + key.Key, cert: pair}, nil
 }
 
 // webhookData is the event data of a webhook event, as Argo Events shapes it.
@@ -68,9 +108,13 @@ func newWebhook(b Build) (Source, error) {
 		}
 		w.token = []byte(tok)
 	}
+	tlsCert, err := loadServerTLS(b, "", w.cfg.ServerCertSecret, w.cfg.ServerKeySecret)
+	if err != nil {
+		return nil, err
+	}
 	port, _ := strconv.Atoi(w.cfg.Port) // api.Validate checked it
 	owner := fmt.Sprintf("eventsource %s event %s", b.EventSource.Metadata.Name, b.Event.Name)
-	return nil, b.Env.routes.add(port, w.cfg.Endpoint, owner, w)
+	return nil, b.Env.routes.add(port, w.cfg.Endpoint, owner, tlsCert, w)
 }
 
 // ServeHTTP answers 200 only after Kafka acknowledged the event, and 503 when it did not in time,

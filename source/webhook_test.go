@@ -3,6 +3,8 @@ package source
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -599,22 +601,81 @@ spec:
 	}
 }
 
-func TestCheckWebhookUnsupportedFields(t *testing.T) {
-	for field, extra := range map[string]string{
-		"TLS": "      serverCertSecret:\n        name: tls\n        key: crt\n      serverKeySecret:\n        name: tls\n        key: key\n",
+func TestCheckWebhookTLSFields(t *testing.T) {
+	for extra, want := range map[string]string{
+		"      serverCertSecret:\n        name: tls\n        key: crt\n      serverKeySecret:\n        name: tls\n        key: key\n": "",
+		"      serverCertSecret:\n        name: tls\n        key: crt\n":                                                              "serverKeySecret: missing",
+		"      serverKeySecret:\n        name: tls\n        key: key\n":                                                               "serverCertSecret: missing",
+		"      serverCertSecret:\n        name: tls\n      serverKeySecret:\n        name: tls\n        key: key\n":                   "serverCertSecret",
 	} {
-		es := parseEventSources(t, webhookYAML("w", "e", 12000, "/e", extra))[0]
-		err := Check(es)
-		if !errors.Is(err, api.ErrNotSupported) {
-			t.Errorf("%s: Check: %v, want an error wrapping api.ErrNotSupported", field, err)
+		err := Check(parseEventSources(t, webhookYAML("w", "e", 12000, "/e", extra))[0])
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%s: Check: %v", extra, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%s: Check: %v, want an error containing %q", extra, err, want)
 		}
-	}
-	es := parseEventSources(t, webhookYAML("w", "e", 12000, "/e", ""))[0]
-	if err := Check(es); err != nil {
-		t.Errorf("plain webhook: Check: %v", err)
 	}
 	if e, err := types.Lookup("webhook"); err != nil || e.Spec.Summary == "" {
 		t.Errorf("webhook is not registered with a summary: %v", err)
+	}
+}
+
+// TestWebhookTLS serves a webhook over TLS with the certificate of serverCertSecret and
+// serverKeySecret: an HTTPS request that trusts its CA gets its event, plain HTTP gets none, and
+// an event on the same port without TLS is refused.
+func TestWebhookTLS(t *testing.T) {
+	caPEM, certPEM, keyPEM := testServerCertificate(t)
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "hook-tls"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for key, v := range map[string][]byte{"crt": certPEM, "key": keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, "hook-tls", key), v, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resolver := secrets.Resolver{Dir: dir, LookupEnv: func(string) (string, bool) { return "", false }}
+	const tlsFields = "      serverCertSecret: {name: hook-tls, key: crt}\n      serverKeySecret: {name: hook-tls, key: key}\n"
+	port := freePort(t)
+	h := newHarness(t, []string{"secure"}, withSecrets(resolver))
+	h.run(parseEventSources(t, webhookYAML("secure", "hook", port, "/hook", tlsFields)))
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := client.Post(fmt.Sprintf("https://127.0.0.1:%d/hook", port), "application/json", strings.NewReader(`{"n":1}`))
+	if err != nil {
+		t.Fatalf("HTTPS request: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTPS request: status %d, want 200", resp.StatusCode)
+	}
+	if resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/hook", port), "application/json", strings.NewReader(`{"n":2}`)); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("a plain HTTP request to the TLS port was accepted")
+		}
+	}
+	recs := h.records("kevents.src.default.secure", 1)
+	if !strings.Contains(string(recs[0].Value), `"n":1`) {
+		t.Errorf("event data %s, want the HTTPS request's body", recs[0].Value)
+	}
+
+	// One port is one listener: an event without TLS cannot share it.
+	shared := freePort(t)
+	es := parseEventSources(t, fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: EventSource
+metadata: {name: mixed}
+spec:
+  webhook:
+    a: {port: "%d", endpoint: /a, method: POST, serverCertSecret: {name: hook-tls, key: crt}, serverKeySecret: {name: hook-tls, key: key}}
+    b: {port: "%d", endpoint: /b, method: POST}
+`, shared, shared))[0]
+	h2 := newHarness(t, []string{"mixed"}, withSecrets(resolver))
+	if _, err := Run(context.Background(), h2.env, []*api.EventSource{es}); err == nil || !strings.Contains(err.Error(), "plain HTTP") {
+		t.Errorf("Run with TLS and plain HTTP events on one port: %v, want an error saying the port's events disagree", err)
 	}
 }
 
