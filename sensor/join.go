@@ -13,9 +13,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kevents/kevents/internal/jsonw"
 	"github.com/kevents/kevents/internal/kclient"
 	"github.com/kevents/kevents/internal/metrics"
-	"github.com/kevents/kevents/trigger"
 )
 
 // A record on the matches topic is one dependency's event for one trigger, routed by stage 1 to
@@ -137,11 +137,11 @@ func stateRecord(topic string, p int32, key []byte, st *joinState) (*kgo.Record,
 // valid JSON already (decodeMatch checked them).
 func (s *joinState) appendJSON(b []byte) []byte {
 	b = append(b, `{"namespace":`...)
-	b = trigger.AppendJSONString(b, s.Namespace)
+	b = jsonw.AppendString(b, s.Namespace)
 	b = append(b, `,"sensor":`...)
-	b = trigger.AppendJSONString(b, s.Sensor)
+	b = jsonw.AppendString(b, s.Sensor)
 	b = append(b, `,"trigger":`...)
-	b = trigger.AppendJSONString(b, s.Trigger)
+	b = jsonw.AppendString(b, s.Trigger)
 	b = append(b, `,"events":{`...)
 	deps := make([]string, 0, len(s.Events))
 	for d := range s.Events {
@@ -152,14 +152,14 @@ func (s *joinState) appendJSON(b []byte) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = trigger.AppendJSONString(b, d)
+		b = jsonw.AppendString(b, d)
 		b = append(b, ':')
 		b = append(b, s.Events[d]...)
 	}
 	b = append(b, `},"first":"`...)
 	b = s.First.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","deps":`...)
-	b = trigger.AppendJSONString(b, s.Deps)
+	b = jsonw.AppendString(b, s.Deps)
 	return append(b, '}')
 }
 

@@ -11,6 +11,8 @@ import (
 	"math/rand/v2"
 	"sort"
 	"time"
+
+	"github.com/kevents/kevents/internal/jsonw"
 )
 
 // Command is one trigger execution, fully rendered by the sensor: the executor needs nothing
@@ -127,10 +129,10 @@ func (c *Command) AppendJSON(b []byte) []byte {
 		b = append(b, ',', '"')
 		b = append(b, name...)
 		b = append(b, '"', ':')
-		b = AppendJSONString(b, v)
+		b = jsonw.AppendString(b, v)
 	}
 	b = append(b, `{"id":`...)
-	b = AppendJSONString(b, c.ID)
+	b = jsonw.AppendString(b, c.ID)
 	str("namespace", c.Namespace)
 	str("sensor", c.Sensor)
 	str("trigger", c.Trigger)
@@ -146,7 +148,7 @@ func (c *Command) AppendJSON(b []byte) []byte {
 			b = append(b, ',')
 		}
 		b = append(b, `{"dependency":`...)
-		b = AppendJSONString(b, e.Dependency)
+		b = jsonw.AppendString(b, e.Dependency)
 		str("id", e.ID)
 		str("eventSource", e.EventSource)
 		str("eventName", e.EventName)
@@ -185,17 +187,4 @@ func (c *Command) AppendJSON(b []byte) []byte {
 	b = append(b, `,"createdAt":"`...)
 	b = c.CreatedAt.AppendFormat(b, time.RFC3339Nano)
 	return append(b, '"', '}')
-}
-
-// AppendJSONString appends s as a JSON string.
-func AppendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
-			q, _ := json.Marshal(s) // rare: names and ids are plain ASCII
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
