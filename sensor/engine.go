@@ -433,7 +433,7 @@ func (st *stage) match(r *kgo.Record) ([]*kgo.Record, []*trigger.Command) {
 		if len(ref.dep.joins) == 0 {
 			continue
 		}
-		ev, err := e.MarshalJSON()
+		ev, err := cloudevent.AppendJSON(make([]byte, 0, 256+len(e.DataEncoded)), e)
 		if err != nil {
 			cfg.Logger.Error("sensor: cannot encode event for the join", "sensor", ref.sensor.name, "eventID", e.ID(), "err", err)
 			continue

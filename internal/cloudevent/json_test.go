@@ -83,3 +83,58 @@ func TestFromJSONMatchesSDK(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendJSONMatchesSDK writes events with AppendJSON and with the SDK, and wants both to
+// read back as the same event.
+func TestAppendJSONMatchesSDK(t *testing.T) {
+	base := func(edit func(e *event.Event)) *event.Event {
+		e := event.New()
+		e.SetID("id-1")
+		e.SetSource("/src/a")
+		e.SetType("push")
+		e.SetTime(time.Date(2026, 11, 22, 1, 2, 3, 456789000, time.FixedZone("x", 3600)))
+		e.SetDataContentType(event.ApplicationJSON)
+		e.DataEncoded = []byte(`{"n":1,"s":"x"}`)
+		if edit != nil {
+			edit(&e)
+		}
+		return &e
+	}
+	cases := map[string]*event.Event{
+		"as the sensor holds it": base(nil),
+		"subject":                base(func(e *event.Event) { e.SetSubject("main") }),
+		"no time, no data":       base(func(e *event.Event) { e.Context.(*event.EventContextV1).Time = nil; e.DataEncoded = nil }),
+		"no content type":        base(func(e *event.Event) { e.Context.(*event.EventContextV1).DataContentType = nil }),
+		"escapes":                base(func(e *event.Event) { e.SetID("a \"quoted\" <id>\n é"); e.SetSubject("tab\there") }),
+		"url source":             base(func(e *event.Event) { e.SetSource("https://example.com/a?b=c#d") }),
+		"extension":              base(func(e *event.Event) { e.SetExtension("partitionkey", "k") }),
+		"base64 data":            base(func(e *event.Event) { _ = e.SetData("application/octet-stream", []byte{0, 1, 2}) }),
+		"text data":              base(func(e *event.Event) { e.SetDataContentType("text/plain"); e.DataEncoded = []byte("hello") }),
+		"dataschema":             base(func(e *event.Event) { e.SetDataSchema("https://example.com/s") }),
+	}
+	for name, e := range cases {
+		t.Run(name, func(t *testing.T) {
+			got, err := AppendJSON([]byte("prefix"), e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got[:6]) != "prefix" {
+				t.Fatalf("AppendJSON lost what it appended to: %q", got)
+			}
+			want, err := e.MarshalJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, b := event.New(), event.New()
+			if err := a.UnmarshalJSON(got[6:]); err != nil {
+				t.Fatalf("AppendJSON wrote %s: %v", got[6:], err)
+			}
+			if err := b.UnmarshalJSON(want); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(a.Context, b.Context) || !bytes.Equal(a.DataEncoded, b.DataEncoded) || a.DataBase64 != b.DataBase64 {
+				t.Errorf("AppendJSON %s\n       SDK %s", got[6:], want)
+			}
+		})
+	}
+}
