@@ -65,7 +65,9 @@ import (
 // connection attempts as for nats, without giving up: the wait grows by factor for steps
 // attempts, then stays there. A lost connection (heartbeat 10 s, as Argo), a closed channel or a
 // consumer cancelled by the server (its queue deleted) ends the session, and the source connects,
-// declares and consumes again. urlSecret reads the URL from a Secret. tls turns TLS on whatever
+// declares and consumes again; the event is reported connected (kevents_source_connected,
+// readiness) while it consumes, and not from the moment the connection or the channel closes
+// until it consumes again. urlSecret reads the URL from a Secret. tls turns TLS on whatever
 // the URL's scheme (Argo, like amqp091, uses it only with amqps:// and otherwise connects in
 // plain text); auth's username and password override the URL's.
 //
@@ -371,15 +373,18 @@ func (a *amqpSource) RunOwned(ctx context.Context, _ []byte, _ Commit) error {
 
 // Run implements Source: it consumes until ctx ends, reconnecting after any failure.
 func (a *amqpSource) Run(ctx context.Context) error {
+	health := newSourceHealth(ctx, a.b)
+	defer health.stop()
 	attempt := 0
 	for {
-		consumed, err := a.session(ctx)
+		consumed, err := a.session(ctx, health)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if consumed {
 			attempt = 0
 		}
+		health.set(err)
 		wait := a.backoff.wait(attempt)
 		attempt++
 		a.log.Warn("amqp: not connected; reconnecting", "retryIn", wait, "err", err)
@@ -450,8 +455,10 @@ func (a *amqpSource) dial(ctx context.Context) (*amqp.Connection, error) {
 }
 
 // session connects, declares, consumes and publishes until ctx ends (nil) or the connection,
-// the channel or the consumer ends (the reason). consumed reports whether consuming started.
-func (a *amqpSource) session(ctx context.Context) (consumed bool, err error) {
+// the channel or the consumer ends (the reason). consumed reports whether consuming started;
+// health hears it at once, and hears a closed connection or channel as soon as RabbitMQ or the
+// heartbeat reports it, even while a batch is being published.
+func (a *amqpSource) session(ctx context.Context, health *sourceHealth) (consumed bool, err error) {
 	conn, err := a.dial(ctx)
 	if err != nil {
 		return false, err
@@ -469,6 +476,25 @@ func (a *amqpSource) session(ctx context.Context) (consumed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	health.set(nil)
+	// The deliveries end when the connection or the channel closes, but the loop below sees
+	// that only after the batch in hand is settled: health hears it at once.
+	connLost := conn.NotifyClose(make(chan *amqp.Error, 1))
+	chLost := ch.NotifyClose(make(chan *amqp.Error, 1))
+	watched := make(chan struct{})
+	defer close(watched)
+	go func() {
+		var e *amqp.Error
+		select {
+		case <-watched:
+			return
+		case e = <-connLost:
+		case e = <-chLost:
+		}
+		if e != nil { // nil: closed on purpose
+			health.set(fmt.Errorf("connection or channel closed: %w", e))
+		}
+	}()
 	a.log.Info("amqp: consuming", "queueName", queue, "exclusiveQueue", a.set.queue.Exclusive, "everyMember", a.set.shared())
 	for {
 		var batch []amqp.Delivery

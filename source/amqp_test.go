@@ -442,7 +442,10 @@ func amqpConformance(extra string) func(t *testing.T) *conformanceOutside {
 				q := s.queues(t)["kevents-orders"]
 				return q.ready == 0 && q.unacked == 0
 			},
-			restart: func(*testing.T) { s.restart() },
+			outage: func(*testing.T) func(*testing.T) {
+				s.stop()
+				return func(*testing.T) { s.start() }
+			},
 		}
 	}
 }

@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -61,8 +62,11 @@ type conformanceOutside struct {
 	// settled, if set, reports whether the outside holds nothing unacknowledged.
 	settled func(t *testing.T) bool
 	// restart stops the outside server and starts it again on the same address with what it
-	// stored; restartNA says why a type has none.
+	// stored; restartNA says why a type has none. outage, when set, is used instead: it stops
+	// the server and returns what starts it again, so that the suite sees the event reported
+	// not connected while the server is away.
 	restart   func(t *testing.T)
+	outage    func(t *testing.T) (back func(t *testing.T))
 	restartNA string
 	// eventType is the CloudEvent type when Argo spells it unlike the field name (pubSub's
 	// "pubsub"); empty: the field name.
@@ -157,6 +161,69 @@ func (h *harness) committedEvents(topic string) []*cloudevents.Event {
 	return out
 }
 
+// gauge reads one child of a gauge family from the registry, as a scrape would; ok is false
+// when the child does not exist.
+func (h *harness) gauge(family, eventSource, event string) (v float64, ok bool) {
+	h.t.Helper()
+	return gaugeOf(h.t, h.metrics, family, eventSource, event)
+}
+
+func gaugeOf(t *testing.T, m *metrics.Metrics, family, eventSource, event string) (v float64, ok bool) {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != family {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["eventsource"] == eventSource && labels["event"] == event {
+				return m.GetGauge().GetValue(), true
+			}
+		}
+	}
+	return 0, false
+}
+
+// connectedGauge is the family Build.Connected drives.
+const connectedGauge = "kevents_source_connected"
+
+// waitConnected polls until kevents_source_connected of the event is want (1 or 0) and the
+// sources' ready check agrees: for 1 it does not name the event (nil when no other event is
+// down); for 0 it fails naming the event, and what it says about the event is returned.
+// A report may follow the first message of a reconnection by a moment (client libraries call
+// back asynchronously), hence a poll; the deadline is only a bound for a test that failed.
+func (h *harness) waitConnected(eventSource, event string, want float64, step string) error {
+	h.t.Helper()
+	name := fmt.Sprintf("eventsource default/%s event %s", eventSource, event)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v, ok := h.gauge(connectedGauge, eventSource, event)
+		ready := h.metrics.SourcesReady(context.Background())
+		switch {
+		case want == 1 && ok && v == 1 && (ready == nil || !strings.Contains(ready.Error(), name+" ")):
+			return nil
+		case want == 0 && ok && v == 0 && ready != nil && strings.Contains(ready.Error(), name+" "):
+			msg := ready.Error()[strings.Index(ready.Error(), name+" "):]
+			if end := strings.Index(msg, "; eventsource "); end >= 0 {
+				msg = msg[:end]
+			}
+			return errors.New(msg)
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s: %s{eventsource=%q,event=%q} = %v (present: %v), sources ready check: %v; want %v",
+				step, connectedGauge, eventSource, event, v, ok, ready, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // conformanceMarkers reads the events and counts them by marker.
 func conformanceMarkers(t *testing.T, h *harness, out *conformanceOutside, topic string) map[int]int {
 	t.Helper()
@@ -200,7 +267,9 @@ func waitMarkers(t *testing.T, h *harness, out *conformanceOutside, topic, step 
 //     fails to publish and stays unacknowledged outside; it is delivered once writes resume;
 //   - stop and restart: messages sent while stopped (unless out.atMostOnce: sent after the
 //     restart) arrive after the restart;
-//   - restart the outside server (when out.restart is set): the source reconnects by itself;
+//   - restart the outside server (when out.restart or out.outage is set): the source reconnects
+//     by itself; kevents_source_connected says 0 while the server is away (with out.outage) and
+//     1 again once the source delivers;
 //   - exactly once: every good message has exactly one event, and out.settled holds.
 func runConformance(t *testing.T, typ string, start func(t *testing.T) *conformanceOutside) {
 	h, logs := newConformanceHarness(t)
@@ -252,6 +321,7 @@ spec:
 			t.Errorf("receive: %s = %v, want >= %d", family, got, conformanceN)
 		}
 	}
+	_ = h.waitConnected(conformanceEventSource, conformanceEvent, 1, "receive: connected")
 
 	step("bad input")
 	out.sendBad(t)
@@ -284,6 +354,13 @@ spec:
 
 	step("stop")
 	stop()
+	// A stopped event is forgotten, and no late callback of its client brings it back.
+	if v, ok := h.gauge(connectedGauge, conformanceEventSource, conformanceEvent); ok {
+		t.Errorf("stop: %s = %v after the source stopped; want it gone", connectedGauge, v)
+	}
+	if err := h.metrics.SourcesReady(context.Background()); err != nil {
+		t.Errorf("stop: sources ready check = %v after the source stopped; want nil", err)
+	}
 	var whileStopped []int
 	if out.atMostOnce == "" {
 		whileStopped = sendN(conformanceN)
@@ -296,13 +373,22 @@ spec:
 	}
 	waitMarkers(t, h, out, topic, "restart", whileStopped...)
 
-	if out.restart == nil {
-		step("restart the outside server: not applicable: " + out.restartNA)
-	} else {
+	switch {
+	case out.outage != nil:
+		step("restart the outside server, waiting for the source to report it away")
+		back := out.outage(t)
+		_ = h.waitConnected(conformanceEventSource, conformanceEvent, 0, "restart the outside server: reported away")
+		back(t)
+	case out.restart != nil:
 		step("restart the outside server")
 		out.restart(t)
+	}
+	if out.restart == nil && out.outage == nil {
+		step("restart the outside server: not applicable: " + out.restartNA)
+	} else {
 		out.ready(t)
 		waitMarkers(t, h, out, topic, "restart the outside server", sendN(1)...)
+		_ = h.waitConnected(conformanceEventSource, conformanceEvent, 1, "restart the outside server: connected again")
 	}
 	stop()
 

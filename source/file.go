@@ -22,7 +22,9 @@ import (
 // The file source reports file system events of the files of one directory (Argo's file event
 // source), once in the cluster: the member that owns its partition of <prefix>.sources watches
 // the directory, as its own file system shows it, and commits the events there (see
-// OwnedSource). It keeps no state: a new owner reports what happens from its start on.
+// OwnedSource). It keeps no state: a new owner reports what happens from its start on. The
+// directory plays the outside server for kevents_source_connected and readiness: not connected
+// while it cannot be watched (missing, unreadable), connected while it is.
 //
 // The event data is Argo's: {"name": the file's path, "op": the operation as Argo's fsevent.Op
 // number (CREATE 1, WRITE 2, REMOVE 4, RENAME 8, CHMOD 16, or'ed when fsnotify reports several),
@@ -167,17 +169,20 @@ func (f *fileSource) RunOwned(ctx context.Context, _ []byte, commit Commit) erro
 	watchCtx, cancel := context.WithCancel(ctx)
 	changes := make(chan fileChange, 1024)
 	watching := make(chan struct{})
+	// The directory plays the outside server: watched (connected) or not (missing, unreadable).
+	health := newSourceHealth(watchCtx, f.b)
 	go func() {
 		defer close(watching)
 		if f.cfg.Polling {
-			f.poll(watchCtx, changes)
+			f.poll(watchCtx, changes, health)
 		} else {
-			f.notify(watchCtx, changes)
+			f.notify(watchCtx, changes, health)
 		}
 	}()
 	defer func() {
 		cancel()
 		<-watching
+		health.stop()
 	}()
 	for {
 		var batch []fileChange
@@ -242,13 +247,15 @@ func (f *fileSource) offer(ctx context.Context, out chan<- fileChange, name stri
 // waitFor calls try until it succeeds or ctx ends, every fileRetry; it warns once when the
 // first attempt fails. A directory that is missing does not stop the source (nor the other
 // owned sources of its partition): it is watched once it exists.
-func (f *fileSource) waitFor(ctx context.Context, try func() error) bool {
+func (f *fileSource) waitFor(ctx context.Context, try func() error, health *sourceHealth) bool {
 	warned := false
 	for {
 		err := try()
 		if err == nil {
+			health.set(nil)
 			return true
 		}
+		health.set(fmt.Errorf("cannot watch directory %s: %w", f.set.dir, err))
 		if !warned {
 			f.log.Warn("file: cannot watch the directory; retrying until it can be", "retryEvery", fileRetry, "err", err)
 			warned = true
@@ -263,7 +270,7 @@ func (f *fileSource) waitFor(ctx context.Context, try func() error) bool {
 
 // notify watches the directory through fsnotify until ctx ends, watching it again when it was
 // removed or renamed.
-func (f *fileSource) notify(ctx context.Context, out chan<- fileChange) {
+func (f *fileSource) notify(ctx context.Context, out chan<- fileChange, health *sourceHealth) {
 	for ctx.Err() == nil {
 		var w *fsnotify.Watcher
 		ok := f.waitFor(ctx, func() error {
@@ -277,13 +284,14 @@ func (f *fileSource) notify(ctx context.Context, out chan<- fileChange) {
 			}
 			w = nw
 			return nil
-		})
+		}, health)
 		if !ok {
 			return
 		}
 		f.log.Info("file: watching the directory")
 		f.watch(ctx, w, out)
 		w.Close()
+		health.set(fmt.Errorf("directory %s was removed or renamed; watching it again once it exists", f.set.dir))
 	}
 }
 
@@ -315,13 +323,18 @@ func (f *fileSource) watch(ctx context.Context, w *fsnotify.Watcher, out chan<- 
 // poll scans the directory every filePollInterval until ctx ends, and reports what changed
 // between two scans: the first scan (and the first after the directory came back) is the
 // baseline, as a new fsnotify watch reports nothing about files already there.
-func (f *fileSource) poll(ctx context.Context, out chan<- fileChange) {
+func (f *fileSource) poll(ctx context.Context, out chan<- fileChange, health *sourceHealth) {
 	var prev map[string]os.FileInfo
 	t := time.NewTicker(filePollInterval)
 	defer t.Stop()
 	warned := false
 	for {
 		cur, err := scanDir(f.set.dir)
+		if err != nil {
+			health.set(fmt.Errorf("cannot read directory %s: %w", f.set.dir, err))
+		} else {
+			health.set(nil)
+		}
 		switch {
 		case err != nil:
 			if !warned {

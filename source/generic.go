@@ -45,7 +45,8 @@ import (
 // Connection: when the stream cannot start or ends (an error or the server closing it), the
 // source calls StartEventSource again after 1 s, doubling up to 16 s (plus up to half as much
 // at random), back to 1 s once a stream delivered an event or lasted a minute. Argo retries
-// every 5 s.
+// every 5 s. The event is reported connected (kevents_source_connected, readiness) while a
+// stream is open, and not from its end until the next one opens.
 //
 // Argo's filter (an expression on the data above) is applied by Run to every event, as to
 // every source type (see source.go); a filtered event is dropped.
@@ -153,10 +154,12 @@ func (g *genericSource) RunOwned(ctx context.Context, _ []byte, commit Commit) e
 	}
 	defer conn.Close()
 	client := genericsource.NewClient(conn)
+	health := newSourceHealth(ctx, g.b)
+	defer health.stop()
 	attempt := 0
 	for {
 		start := time.Now()
-		received, err := g.stream(ctx, client, commit)
+		received, err := g.stream(ctx, client, commit, health)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -164,6 +167,11 @@ func (g *genericSource) RunOwned(ctx context.Context, _ []byte, commit Commit) e
 		if errors.As(err, &cerr) {
 			return cerr.err
 		}
+		if g.token != "" && err != nil && strings.Contains(err.Error(), g.token) {
+			// A server may quote what it refused: the token stays out of metrics and readiness.
+			err = errors.New(strings.ReplaceAll(err.Error(), g.token, "***"))
+		}
+		health.set(err)
 		if received > 0 || time.Since(start) > time.Minute { // the stream worked: start over
 			attempt = 0
 		}
@@ -186,8 +194,8 @@ type genericCommitError struct{ err error }
 func (e *genericCommitError) Error() string { return e.err.Error() }
 
 // stream runs one StartEventSource call until it ends, ctx ends or a commit fails. It returns
-// the number of events received and why it ended.
-func (g *genericSource) stream(ctx context.Context, client *genericsource.Client, commit Commit) (received int, err error) {
+// the number of events received and why it ended; the stream open is reported to health.
+func (g *genericSource) stream(ctx context.Context, client *genericsource.Client, commit Commit, health *sourceHealth) (received int, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if g.token != "" {
@@ -197,6 +205,7 @@ func (g *genericSource) stream(ctx context.Context, client *genericsource.Client
 	if err != nil {
 		return 0, err
 	}
+	health.set(nil)
 	g.log.Info("generic: event stream open")
 	events := make(chan genericsource.Event, genericBatch)
 	var (

@@ -267,7 +267,10 @@ func TestConformanceGeneric(t *testing.T) {
 			sendBad:    func(t *testing.T) { s.send(t, []byte("not json {")) },
 			badLog:     "generic: event rejected and dropped",
 			atMostOnce: "Argo's generic protocol has no acknowledgement: the server cannot send an event again",
-			restart:    func(*testing.T) { s.restart() },
+			outage: func(*testing.T) func(*testing.T) {
+				s.stop()
+				return func(*testing.T) { s.start() }
+			},
 		}
 	})
 }

@@ -294,6 +294,8 @@ type kafkaSource struct {
 
 	connMu      sync.Mutex
 	lastConnErr string // the last connection error logged, to log each change once
+	// health is set by Run before the client exists, so kgo's hooks see it.
+	health *sourceHealth
 }
 
 func newKafkaSource(b Build) (Source, error) {
@@ -353,6 +355,8 @@ func newKafkaSource(b Build) (Source, error) {
 
 // Run consumes until ctx ends.
 func (s *kafkaSource) Run(ctx context.Context) error {
+	s.health = newSourceHealth(ctx, s.b)
+	defer s.health.stop()
 	cl, err := kgo.NewClient(s.opts...)
 	if err != nil {
 		return fmt.Errorf("kafka eventsource %s event %s: %w", s.b.EventSource.Metadata.Name, s.b.Event.Name, err)
@@ -376,6 +380,9 @@ func (s *kafkaSource) Run(ctx context.Context) error {
 					s.log.Warn("kafka source: fetch", "partition", e.Partition, "err", e.Err)
 				}
 			}
+		}
+		if fetchErr == nil {
+			s.health.set(nil) // records came from the cluster
 		}
 		s.handleAll(ctx, cl, fetches)
 		cl.AllowRebalance()
@@ -672,8 +679,19 @@ func (s *kafkaSource) revoked(ctx context.Context, cl *kgo.Client, _ map[string]
 }
 
 // OnBrokerConnect implements kgo.HookBrokerConnect: connection errors (dialing, TLS, SASL) are
-// logged once each time they change, as kgo retries them by itself.
+// logged once each time they change, as kgo retries them by itself, and every outcome is the
+// source's connection state: a connection made is connected, a failed one is not, until the
+// next one is made (or records arrive).
 func (s *kafkaSource) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // the client is closing
+	}
+	broker := net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port)))
+	if err != nil {
+		s.health.set(fmt.Errorf("broker %s: %w", broker, err))
+	} else {
+		s.health.set(nil)
+	}
 	msg := ""
 	if err != nil {
 		msg = err.Error()
@@ -683,6 +701,6 @@ func (s *kafkaSource) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, 
 	s.lastConnErr = msg
 	s.connMu.Unlock()
 	if changed && err != nil {
-		s.log.Warn("kafka source: cannot connect to the broker", "broker", net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), "err", err)
+		s.log.Warn("kafka source: cannot connect to the broker", "broker", broker, "err", err)
 	}
 }

@@ -656,9 +656,9 @@ func TestConformanceKafkaSource(t *testing.T) {
 				end := kafkaEndOffset(cl, "conf-in")
 				return end > 0 && kafkaSrcCommitted(t, cl, "conf-group", "conf-in")[0] == end
 			},
-			restart: func(t *testing.T) {
+			outage: func(t *testing.T) func(*testing.T) {
 				c.Close()
-				c = kafkaSrcCluster(t, 1, []string{"conf-in"}, opts...)
+				return func(t *testing.T) { c = kafkaSrcCluster(t, 1, []string{"conf-in"}, opts...) }
 			},
 		}
 	})

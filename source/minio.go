@@ -51,12 +51,14 @@ import (
 //
 // Connection: the listen request is kept open for ever. When it fails (MinIO unreachable,
 // bucket missing, keys refused) the source retries after 1 s, doubling up to 30 s, and logs each
-// change between listening and not. A stream silent for longer than minioIdle (MinIO writes at
-// least every 10 s) is dropped and opened again, so a server that hangs is noticed. Two
-// shortcomings of minio-go v7 are worked around in the transport: after a line it cannot read it
-// drains the live stream (discarding every later notification) before reopening it, so the
-// source ends the stream at once; and it reads the keep-alive spaces older MinIO servers send as
-// an unreadable notification when such a stream ends, so those spaces are dropped.
+// change between listening and not. It reports them too (kevents_source_connected, readiness):
+// connected from each listen MinIO answers, not once a listen cannot be made. A stream silent
+// for longer than minioIdle (MinIO writes at least every 10 s) is dropped and opened again, so a
+// server that hangs is noticed. Two shortcomings of minio-go v7 are worked around in the
+// transport: after a line it cannot read it drains the live stream (discarding every later
+// notification) before reopening it, so the source ends the stream at once; and it reads the
+// keep-alive spaces older MinIO servers send as an unreadable notification when such a stream
+// ends, so those spaces are dropped.
 //
 // Differences from Argo: endpoint, bucket name and event names are checked at load time against
 // what MinIO accepts, and events are required (without them MinIO answers the request as a
@@ -221,16 +223,19 @@ func newMinio(b Build) (OwnedSource, error) {
 func (m *minioSource) RunOwned(ctx context.Context, _ []byte, commit Commit) error {
 	ctx, cancel := context.WithCancel(ctx)
 	infos := make(chan notification.Info, minioBatch)
+	health := newSourceHealth(ctx, m.b)
+	m.tr.health.Store(health)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		m.receive(ctx, infos)
+		m.receive(ctx, infos, health)
 	}()
 	// The listener must be gone before the next owner may listen.
 	defer func() {
 		cancel()
 		wg.Wait()
+		health.stop()
 	}()
 
 	env := m.b.Env
@@ -288,8 +293,9 @@ func (m *minioSource) dropQueued(infos chan notification.Info) {
 
 // receive listens until ctx ends, passing notifications to infos. minio-go's listen ends its
 // channel after a failed request or an error answer, and reopens by itself a stream that ended
-// or broke; receive listens again after a backoff when the channel ends.
-func (m *minioSource) receive(ctx context.Context, infos chan<- notification.Info) {
+// or broke; receive listens again after a backoff when the channel ends, and reports to health
+// that it cannot listen (the transport reports each listen MinIO answers).
+func (m *minioSource) receive(ctx context.Context, infos chan<- notification.Info, health *sourceHealth) {
 	var backoff redisBackoff
 	reported := false // the failure to listen was logged
 	prefix, suffix := "", ""
@@ -328,6 +334,11 @@ func (m *minioSource) receive(ctx context.Context, infos chan<- notification.Inf
 		// The channel is closed: minio-go's listener is gone.
 		if ctx.Err() != nil {
 			return
+		}
+		if lastErr != nil {
+			health.set(fmt.Errorf("listen to bucket %s: %w", m.cfg.Bucket.Name, lastErr))
+		} else {
+			health.set(fmt.Errorf("listen to bucket %s: the listen request ended", m.cfg.Bucket.Name))
 		}
 		if m.tr.listens.Load() != answered {
 			// MinIO answered since the last attempt: a new failure, and the backoff starts over.
@@ -390,6 +401,7 @@ type minioTransport struct {
 	listening atomic.Bool  // a listen stream is open
 	broken    atomic.Int64 // listen streams that ended on a read error
 	current   atomic.Pointer[streamBody]
+	health    atomic.Pointer[sourceHealth] // of the current run
 }
 
 // abort ends the open listen stream. After an unreadable line minio-go drains the stream
@@ -408,6 +420,9 @@ func (t *minioTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	t.listens.Add(1)
+	if h := t.health.Load(); h != nil {
+		h.set(nil)
+	}
 	if !t.listening.Swap(true) {
 		t.log.Info("minio: listening to bucket notifications", "events", t.events)
 	}

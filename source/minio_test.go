@@ -410,7 +410,10 @@ func TestConformanceMinio(t *testing.T) {
 			sendBad:    func(t *testing.T) { s.put("conf/bad.json", "not json {") },
 			badKept:    true,
 			atMostOnce: "MinIO's listen API has no acknowledgement and sends a notification only to the listeners connected when it happens",
-			restart:    func(*testing.T) { s.restart() },
+			outage: func(*testing.T) func(*testing.T) {
+				s.stop()
+				return func(*testing.T) { s.start() }
+			},
 		}
 	})
 }

@@ -44,7 +44,9 @@ import (
 //
 // Connection: connectionBackoff (Argo's default: 1 s, factor 1, jitter 1, 5 steps) paces the
 // connection attempts as for nats, without giving up: the wait grows by factor for steps
-// attempts, then stays there. Each change between connected and not is logged.
+// attempts, then stays there. Each change between connected and not is logged and reported
+// (kevents_source_connected, readiness): connected once subscribed, not from a lost connection
+// or a failed attempt. A reconnection after Kafka refused a message is no connection failure.
 //
 // Bad input: with jsonBody, a message that is not JSON is rejected, as Argo does: logged,
 // acknowledged and dropped. So is an event larger than Kafka accepts.
@@ -228,14 +230,20 @@ var errMQTTConnection = errors.New("mqtt connection")
 // loop runs sessions until ctx ends (nil) or deliver fails in owned mode (its error). In shared
 // mode a failed deliver only ends the session: the broker delivers again after the reconnect.
 func (m *mqttSource) loop(ctx context.Context, deliver func(context.Context, []mqttItem) error) error {
+	health := newSourceHealth(ctx, m.b)
+	defer health.stop()
 	attempt := 0
 	for {
-		connected, err := m.session(ctx, deliver)
+		connected, err := m.session(ctx, deliver, health)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if connected {
 			attempt = 0
+		}
+		if errors.Is(err, errMQTTConnection) {
+			// A reconnect after a failed delivery is on purpose: the connection was fine.
+			health.set(err)
 		}
 		if !errors.Is(err, errMQTTConnection) && !m.shared {
 			return err
@@ -258,8 +266,9 @@ func (m *mqttSource) loop(ctx context.Context, deliver func(context.Context, []m
 }
 
 // session connects, subscribes and delivers messages in batches until ctx ends, the connection
-// is lost or deliver fails. connected reports whether the subscription was made.
-func (m *mqttSource) session(ctx context.Context, deliver func(context.Context, []mqttItem) error) (connected bool, err error) {
+// is lost or deliver fails. connected reports whether the subscription was made; it is reported
+// to health as soon as it is (and a lost connection as soon as paho reports it).
+func (m *mqttSource) session(ctx context.Context, deliver func(context.Context, []mqttItem) error, health *sourceHealth) (connected bool, err error) {
 	msgs := make(chan mqtt.Message, mqttBatch)
 	ended := make(chan struct{})
 	defer close(ended)
@@ -278,6 +287,9 @@ func (m *mqttSource) session(ctx context.Context, deliver func(context.Context, 
 		// A resumed session delivers before Subscribe returns; those messages have no route yet.
 		SetDefaultPublishHandler(handler).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			if err != nil {
+				health.set(fmt.Errorf("connection lost: %w", err))
+			}
 			select {
 			case lost <- err:
 			default:
@@ -325,6 +337,7 @@ func (m *mqttSource) session(ctx context.Context, deliver func(context.Context, 
 			switch {
 			case err == nil:
 				connected = true
+				health.set(nil)
 				m.log.Info("mqtt: subscribed", "sessionResumed", resumed)
 			case resumed && errors.As(err, &refused) && refused == 0x91 && refusals < 50:
 				refusals++

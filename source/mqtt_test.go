@@ -159,7 +159,10 @@ func mqttConformance(topic, clientID string) func(t *testing.T) *conformanceOuts
 			sendBad: func(t *testing.T) { b.publish(t, "orders/eu", "not json {", 1) },
 			badLog:  "mqtt: message rejected; acknowledged and dropped",
 			settled: func(*testing.T) bool { return b.inflight(clientID) == 0 },
-			restart: func(*testing.T) { b.restart() },
+			outage: func(*testing.T) func(*testing.T) {
+				_ = b.srv.Close()
+				return func(*testing.T) { b.start() }
+			},
 		}
 	}
 }

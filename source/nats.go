@@ -267,7 +267,9 @@ func natsNakDelay(numDelivered uint64) time.Duration {
 // which gives up after steps attempts and relies on its pod being restarted, kevents keeps
 // trying: a member runs many sources, and one that gave up would stay down until the whole
 // process restarts. Once connected, nats.go reconnects with the same waits and restores the
-// subscription; core NATS messages published while disconnected are lost.
+// subscription; core NATS messages published while disconnected are lost. The event is reported
+// connected (kevents_source_connected, readiness) once subscribed or reconnected, and not
+// connected from a disconnection or a failed attempt until then.
 type natsSource struct {
 	b       Build
 	cfg     api.NATSEventsSource
@@ -392,6 +394,8 @@ func (n *natsSource) Run(ctx context.Context) error {
 		n.mu.Unlock()
 		n.inflight.Wait()
 	}()
+	health := newSourceHealth(ctx, n.b)
+	defer health.stop()
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			t := time.NewTimer(n.backoff.wait(attempt - 1))
@@ -407,8 +411,9 @@ func (n *natsSource) Run(ctx context.Context) error {
 		}
 		closed := make(chan struct{})
 		var once sync.Once
-		nc, err := n.connect(func() { once.Do(func() { close(closed) }) })
+		nc, err := n.connect(health, func() { once.Do(func() { close(closed) }) })
 		if err != nil {
+			health.set(fmt.Errorf("connect to %s: %w", n.url, err))
 			env.Logger.Warn("nats: cannot connect; retrying", n.logArgs("attempt", attempt+1, "err", err)...)
 			continue
 		}
@@ -426,15 +431,22 @@ func (n *natsSource) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			nc.Close()
+			health.set(fmt.Errorf("subscribe to %s: %w", n.cfg.Subject, err))
 			env.Logger.Warn("nats: cannot subscribe; reconnecting", n.logArgs("attempt", attempt+1, "err", err)...)
 			continue
 		}
+		health.set(nil)
 		env.Logger.Info("nats: subscribed", n.logArgs("queue", n.queue())...)
 		select {
 		case <-closed:
 			// nats.go gave up on the connection (e.g. refused credentials): start over, after the
 			// first wait of the backoff.
-			env.Logger.Warn("nats: connection closed; reconnecting", n.logArgs("err", nc.LastError())...)
+			lastErr := nc.LastError()
+			if lastErr == nil {
+				lastErr = errors.New("the connection was closed")
+			}
+			health.set(n.redact(lastErr))
+			env.Logger.Warn("nats: connection closed; reconnecting", n.logArgs("err", lastErr)...)
 			attempt = 0
 			continue
 		case <-ctx.Done():
@@ -459,8 +471,8 @@ func (n *natsSource) queue() string {
 }
 
 // connect makes one connection; nats.go itself reconnects it, with the backoff's waits and for
-// ever, until it is closed.
-func (n *natsSource) connect(onClosed func()) (*nats.Conn, error) {
+// ever, until it is closed. Disconnections and reconnections are reported to health.
+func (n *natsSource) connect(health *sourceHealth, onClosed func()) (*nats.Conn, error) {
 	env := n.b.Env
 	opts := append([]nats.Option{
 		nats.Name(fmt.Sprintf("kevents eventsource %s event %s", n.b.EventSource.Metadata.Name, n.b.Event.Name)),
@@ -470,12 +482,28 @@ func (n *natsSource) connect(onClosed func()) (*nats.Conn, error) {
 		// the drain started; this is a backstop.
 		nats.DrainTimeout(2*env.PublishTimeout + 5*time.Second),
 		nats.ClosedHandler(func(*nats.Conn) { onClosed() }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if err != nil {
 				env.Logger.Warn("nats: disconnected; reconnecting", n.logArgs("err", err)...)
 			}
+			if nc.IsClosed() || nc.IsDraining() {
+				return // closed on purpose (a stop), or given up: Run reports that
+			}
+			if err == nil {
+				err = errors.New("disconnected")
+			}
+			health.set(fmt.Errorf("disconnected; reconnecting: %w", n.redact(err)))
 		}),
-		nats.ReconnectHandler(func(*nats.Conn) { env.Logger.Info("nats: reconnected", n.logArgs()...) }),
+		// Each failed attempt to reconnect: the report then says why it fails now.
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				health.set(fmt.Errorf("cannot reconnect: %w", n.redact(err)))
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			env.Logger.Info("nats: reconnected", n.logArgs()...)
+			health.set(nil) // nats.go subscribed again before calling this
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
 				env.Logger.Error("nats: messages dropped: the source fell behind (slow consumer); core NATS does not redeliver them", n.logArgs("err", err)...)
@@ -486,9 +514,17 @@ func (n *natsSource) connect(onClosed func()) (*nats.Conn, error) {
 	}, n.opts...)
 	nc, err := nats.Connect(n.cfg.URL, opts...)
 	if err != nil {
-		return nil, errors.New(strings.ReplaceAll(err.Error(), n.cfg.URL, n.url))
+		return nil, n.redact(err)
 	}
 	return nc, nil
+}
+
+// redact replaces the configured URL, which may hold credentials, by its redacted form in err.
+func (n *natsSource) redact(err error) error {
+	if n.cfg.URL == n.url || !strings.Contains(err.Error(), n.cfg.URL) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), n.cfg.URL, n.url))
 }
 
 // isNATSControl reports a JetStream idle heartbeat or flow-control request: status 100, no

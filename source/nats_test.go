@@ -882,17 +882,19 @@ func TestConformanceNATSJetStream(t *testing.T) {
 				ci := natsConsumer(t, js)
 				return ci.NumAckPending == 0 && ci.NumPending == 0
 			},
-			restart: func(t *testing.T) {
+			outage: func(t *testing.T) func(*testing.T) {
 				s.Shutdown()
 				s.WaitForShutdown()
-				s = natsTestServer(t, opts)
-				nc, err := nats.Connect(s.ClientURL())
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(nc.Close)
-				if js, err = nc.JetStream(); err != nil {
-					t.Fatal(err)
+				return func(t *testing.T) {
+					s = natsTestServer(t, opts)
+					nc, err := nats.Connect(s.ClientURL())
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(nc.Close)
+					if js, err = nc.JetStream(); err != nil {
+						t.Fatal(err)
+					}
 				}
 			},
 		}

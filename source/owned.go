@@ -81,10 +81,13 @@ type ownedEntry struct {
 	topic string // the EventSource's topic
 	event string // the event name: the key of its events
 	src   OwnedSource
+	// namespace and eventSource name the event in metrics (with event).
+	namespace, eventSource string
 }
 
 func newOwnedEntry(b Build, src OwnedSource) ownedEntry {
-	return ownedEntry{key: ownedKey(b), topic: b.Topic, event: b.Event.Name, src: src}
+	return ownedEntry{key: ownedKey(b), topic: b.Topic, event: b.Event.Name, src: src,
+		namespace: b.EventSource.Metadata.Namespace, eventSource: b.EventSource.Metadata.Name}
 }
 
 // ownedKey is the key of an owned source; an empty namespace is "default", as in topic names.
@@ -246,6 +249,9 @@ func (r *ownedRunner) revoked(_ context.Context, _ *kgo.Client, revoked map[stri
 	r.stop(revoked[r.env.Topology.Sources()])
 }
 
+// stop stops the sources of parts and waits for them. Their connection state is forgotten
+// (SourceStopped): the new owner reports theirs, and this member must not keep reporting an
+// event it no longer runs, down or up, for as long as it lives.
 func (r *ownedRunner) stop(parts []int32) {
 	var (
 		stopping []*ownedWorker
@@ -263,6 +269,12 @@ func (r *ownedRunner) stop(parts []int32) {
 	r.mu.Unlock()
 	for _, w := range stopping {
 		<-w.done
+	}
+	// The sources have returned, and their sourceHealth is stopped: nothing reports them again.
+	for _, p := range stopped {
+		for _, e := range r.byPartition[p] {
+			r.env.Metrics.SourceStopped(e.namespace, e.eventSource, e.event)
+		}
 	}
 	if len(stopped) > 0 {
 		r.env.Logger.Info("owned sources: stopped the sources of partitions this member no longer owns", "partitions", stopped)
@@ -416,4 +428,43 @@ func (p ownedPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
 		return kgo.ManualPartitioner().ForTopic(topic)
 	}
 	return kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+}
+
+// sourceHealth reports whether one run of a source reaches its outside server, through
+// Build.Connected (kevents_source_connected, and readiness with Env.ReadyNeedsSources). A source
+// makes one when a run starts and stops it when the run returns. Reports after the run's ctx
+// ended are dropped, so a connection closed on purpose by a stop is not reported down, and a
+// client library's callback that fires late cannot bring back an event that Run or the owned
+// runner already forgot (SourceStopped). A "connected" report repeating the last one is dropped,
+// so a loop may report each successful call cheaply.
+type sourceHealth struct {
+	b   Build
+	ctx context.Context
+
+	mu      sync.Mutex
+	stopped bool
+	up      bool // the last report was "connected"
+}
+
+func newSourceHealth(ctx context.Context, b Build) *sourceHealth {
+	return &sourceHealth{b: b, ctx: ctx}
+}
+
+// set reports err: nil once (re)connected, else why the source cannot reach its server while it
+// retries. err must not hold secrets other than URL user info, which is redacted.
+func (h *sourceHealth) set(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped || h.ctx.Err() != nil || (err == nil && h.up) {
+		return
+	}
+	h.up = err == nil
+	h.b.Connected(err)
+}
+
+// stop drops every later report; call it before the run returns.
+func (h *sourceHealth) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = true
 }

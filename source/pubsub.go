@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,7 +20,9 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"google.golang.org/api/option"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/kevents/kevents/api"
@@ -56,7 +59,10 @@ import (
 // projectID), creating the topic too when it is missing. A missing subscription without topic
 // is an error. Without subscriptionID the subscription is "<event name>-<hash>", the hash Argo
 // computes from the spec, so kevents reads the subscription Argo created for the same spec.
-// Setup and streaming failures are logged and retried after 1 s, doubling up to 30 s.
+// Setup and streaming failures are logged and retried after 1 s, doubling up to 30 s. The event
+// is reported connected (kevents_source_connected, readiness) while it receives with a
+// connection to Pub/Sub open, and not while the setup fails or every connection is lost (the
+// client then retries by itself; see pubsubConnWatch).
 //
 // Credentials: credentialSecret holds a service account key (JSON), as in Argo; without it the
 // Google default credentials (GOOGLE_APPLICATION_CREDENTIALS, Workload Identity, the metadata
@@ -202,10 +208,12 @@ func pubsubCredentials(b Build, ref *api.SecretKeySelector) (option.ClientOption
 // Run receives until ctx ends; failures are logged and retried. It returns nil when ctx ends,
 // after the messages being handled are published (or not) and acked (or nacked).
 func (p *pubsubSource) Run(ctx context.Context) error {
+	health := newSourceHealth(ctx, p.b)
+	defer health.stop()
 	retry := pubsubRetry.first
 	for {
 		before := p.received.Load()
-		err := p.session(ctx)
+		err := p.session(ctx, health)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -215,6 +223,7 @@ func (p *pubsubSource) Run(ctx context.Context) error {
 		if err == nil {
 			err = errors.New("the streaming pull ended")
 		}
+		health.set(err)
 		p.log.Warn("pubSub: cannot receive from the subscription; retrying", "retryIn", retry, "err", err)
 		t := time.NewTimer(retry)
 		select {
@@ -228,12 +237,15 @@ func (p *pubsubSource) Run(ctx context.Context) error {
 }
 
 // session sets the subscription up and receives from it until ctx ends or the stream fails.
-func (p *pubsubSource) session(ctx context.Context) error {
+// Once it receives, health follows the client's connections (see pubsubConnWatch).
+func (p *pubsubSource) session(ctx context.Context, health *sourceHealth) error {
 	project := p.cfg.ProjectID
 	if project == "" {
 		project = pubsub.DetectProjectID
 	}
-	client, err := pubsub.NewClient(ctx, project, p.opts...)
+	watch := &pubsubConnWatch{health: health}
+	opts := append([]option.ClientOption{option.WithGRPCDialOption(grpc.WithStatsHandler(watch))}, p.opts...)
+	client, err := pubsub.NewClient(ctx, project, opts...)
 	if err != nil {
 		return fmt.Errorf("pubsub client: %w", err)
 	}
@@ -259,8 +271,66 @@ func (p *pubsubSource) session(ctx context.Context) error {
 	// extends the deadline of the messages it holds every 5 s either way.
 	sub.ReceiveSettings.MaxDurationPerAckExtension = pubsubAckDeadline
 	log.Info("pubSub: receiving messages")
+	watch.receiving() // the setup's calls were answered: connected
 	return sub.Receive(ctx, func(mctx context.Context, m *pubsub.Message) { p.handle(mctx, log, m) })
 }
+
+// pubsubConnWatch is a gRPC stats handler that follows the client's connections to Pub/Sub and
+// reports them to health while the session receives: connected while at least one is open, not
+// once the last one closed. The streaming pull retries a lost connection by itself, for ever,
+// so Receive does not return while Pub/Sub is unreachable; without this the source would look
+// connected throughout. Before Receive the setup's calls report for themselves (an error ends
+// the session), so a connection made for a setup that then fails is not reported connected.
+type pubsubConnWatch struct {
+	health *sourceHealth
+
+	mu   sync.Mutex
+	open int  // connections open
+	on   bool // the session receives
+}
+
+// receiving starts the reports: the session got as far as receiving.
+func (w *pubsubConnWatch) receiving() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.on = true
+	w.health.set(nil)
+}
+
+// HandleConn implements stats.Handler. Reports are made under mu so that they keep the order
+// of the connection events.
+func (w *pubsubConnWatch) HandleConn(_ context.Context, s stats.ConnStats) {
+	if !s.IsClient() {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch s.(type) {
+	case *stats.ConnBegin:
+		w.open++
+		if w.on {
+			w.health.set(nil)
+		}
+	case *stats.ConnEnd:
+		w.open--
+		if w.on && w.open <= 0 {
+			w.health.set(errors.New("lost the connection to Pub/Sub; the client reconnects"))
+		}
+	}
+}
+
+// TagConn implements stats.Handler.
+func (w *pubsubConnWatch) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+
+// TagRPC implements stats.Handler.
+func (w *pubsubConnWatch) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return ctx
+}
+
+// HandleRPC implements stats.Handler.
+func (w *pubsubConnWatch) HandleRPC(context.Context, stats.RPCStats) {}
 
 // argoPubSubSubscriptionID is the subscription ID Argo derives for an event without
 // subscriptionID: "<event>-<FNV-32a of the event name and the spec as JSON>", the spec as Argo

@@ -214,10 +214,10 @@ func TestConformancePubSub(t *testing.T) {
 			// The acks of the last messages are sent in batches: a restart before they are
 			// sent delivers those messages again (same event id), as Pub/Sub does. Restart
 			// the idle server, so that exactly once stays checkable.
-			restart: func(t *testing.T) {
+			outage: func(t *testing.T) func(*testing.T) {
 				s.waitSettled(t)
 				s.stop()
-				s.start()
+				return func(*testing.T) { s.start() }
 			},
 		}
 	})

@@ -37,7 +37,8 @@ import (
 // channel of that very name, and the event's pattern is always empty.
 //
 // Connection: the subscription is kept for ever; when Redis is unreachable the source retries
-// after 1 s, doubling up to 30 s, and logs each change between subscribed and not.
+// after 1 s, doubling up to 30 s, and logs each change between subscribed and not. It reports
+// the same changes as its connection state (kevents_source_connected, readiness), on the owner.
 
 func init() {
 	RegisterOwned("redis", Spec{
@@ -191,16 +192,18 @@ func (r *redisSource) RunOwned(ctx context.Context, _ []byte, commit Commit) err
 	// A blocked read ends only when the connection closes: closing it is how a stop gets through.
 	context.AfterFunc(ctx, func() { _ = ps.Close() })
 	msgs := make(chan *redis.Message, redisBatch)
+	health := newSourceHealth(ctx, r.b)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.receive(ctx, ps, msgs)
+		r.receive(ctx, ps, msgs, health)
 	}()
 	// The receiver must be gone before the next owner may subscribe.
 	defer func() {
 		cancel()
 		wg.Wait()
+		health.stop()
 	}()
 
 	env := r.b.Env
@@ -256,8 +259,9 @@ func (r *redisSource) dropQueued(msgs chan *redis.Message) {
 }
 
 // receive reads the subscription into msgs until ctx ends. go-redis reconnects and subscribes
-// again on the call after a failure; receive paces those calls and logs each change.
-func (r *redisSource) receive(ctx context.Context, ps *redis.PubSub, msgs chan<- *redis.Message) {
+// again on the call after a failure; receive paces those calls, logs each change and reports it
+// to health.
+func (r *redisSource) receive(ctx context.Context, ps *redis.PubSub, msgs chan<- *redis.Message, health *sourceHealth) {
 	var (
 		backoff    redisBackoff
 		subscribed bool
@@ -277,6 +281,7 @@ func (r *redisSource) receive(ctx context.Context, ps *redis.PubSub, msgs chan<-
 		}
 		if err != nil {
 			subscribed = false
+			health.set(err)
 			if !failing {
 				r.log.Warn("redis: cannot receive from the subscription; reconnecting, messages published meanwhile are lost", "err", err)
 				failing = true
@@ -294,6 +299,7 @@ func (r *redisSource) receive(ctx context.Context, ps *redis.PubSub, msgs chan<-
 		case *redis.Subscription:
 			if v.Kind == "subscribe" && !subscribed {
 				subscribed = true
+				health.set(nil)
 				r.log.Info("redis: subscribed")
 			}
 		case *redis.Message:

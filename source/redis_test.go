@@ -193,7 +193,10 @@ func TestConformanceRedis(t *testing.T) {
 			sendBad:    func(t *testing.T) { publish(t, "not json {") },
 			badLog:     "redis: message rejected and dropped",
 			atMostOnce: "Redis pub/sub has no acknowledgement and delivers a message only to the subscribers connected when it is published",
-			restart:    func(*testing.T) { s.restart() },
+			outage: func(*testing.T) func(*testing.T) {
+				s.stop()
+				return func(*testing.T) { s.start() }
+			},
 		}
 	})
 }

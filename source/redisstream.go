@@ -37,6 +37,10 @@ import (
 //
 // Permanent rejections are acknowledged with an error log, so they do not block the stream: an
 // entry whose event is larger than Kafka accepts, and a pending entry deleted from the stream.
+//
+// Connection: a failed Redis call is logged and the source reads again after 1 s, doubling up to
+// 30 s; the event is reported not connected (kevents_source_connected, readiness) from such a
+// failure until Redis answers again. A stream that does not exist yet is no connection failure.
 
 func init() {
 	Register("redisStream", Spec{
@@ -123,16 +127,22 @@ var errRedisStreamKafka = errors.New("kafka did not acknowledge an event")
 func (s *redisStreamSource) Run(ctx context.Context) error {
 	rdb := redis.NewClient(s.opts)
 	defer rdb.Close()
+	health := newSourceHealth(ctx, s.b)
+	defer health.stop()
 	var backoff redisBackoff
 	for {
-		read, err := s.consume(ctx, rdb)
+		read, err := s.consume(ctx, rdb, health)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if read {
 			backoff.reset()
 		}
-		// A Kafka failure was logged with its entry.
+		// A Kafka failure was logged with its entry, and says nothing about Redis; a stream
+		// that does not exist yet is no failure of the connection either.
+		if !errors.Is(err, errRedisStreamKafka) && !errors.Is(err, errRedisStreamMissing) {
+			health.set(err)
+		}
 		if !errors.Is(err, errRedisStreamKafka) {
 			s.log.Warn("redisStream: cannot read the streams; retrying", "retryIn", max(backoff.next, redisRetry.first), "err", err)
 		}
@@ -142,9 +152,13 @@ func (s *redisStreamSource) Run(ctx context.Context) error {
 	}
 }
 
+// errRedisStreamMissing ends a read when a stream does not exist yet.
+var errRedisStreamMissing = errors.New("the consumer group is created once it does")
+
 // consume creates the group where missing, then reads this consumer's pending entries and new
 // ones until ctx ends (nil) or something fails. read reports whether it got as far as reading.
-func (s *redisStreamSource) consume(ctx context.Context, rdb *redis.Client) (read bool, err error) {
+// Redis answering is reported to health; the caller reports the failures.
+func (s *redisStreamSource) consume(ctx context.Context, rdb *redis.Client, health *sourceHealth) (read bool, err error) {
 	for _, stream := range s.cfg.Streams {
 		err := rdb.XGroupCreate(ctx, stream, s.group, "$").Err()
 		switch {
@@ -152,7 +166,8 @@ func (s *redisStreamSource) consume(ctx context.Context, rdb *redis.Client) (rea
 			s.log.Info("redisStream: consumer group created at the end of the stream", "stream", stream)
 		case strings.HasPrefix(err.Error(), "BUSYGROUP"):
 		case strings.Contains(err.Error(), "requires the key to exist"):
-			return false, fmt.Errorf("stream %s does not exist yet; the consumer group is created once it does", stream)
+			health.set(nil) // Redis answered
+			return false, fmt.Errorf("stream %s does not exist yet; %w", stream, errRedisStreamMissing)
 		default:
 			return false, fmt.Errorf("create consumer group %s on stream %s: %w", s.group, stream, err)
 		}
@@ -178,11 +193,15 @@ func (s *redisStreamSource) consume(ctx context.Context, rdb *redis.Client) (rea
 		res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 			Group: s.group, Consumer: s.consumer, Streams: args, Count: s.count, Block: redisStreamBlock,
 		}).Result()
-		if errors.Is(err, redis.Nil) || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			continue
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, redis.Nil) {
 			return true, fmt.Errorf("XREADGROUP: %w", err)
+		}
+		health.set(nil) // redis.Nil: no entries within the block time
+		if err != nil {
+			continue
 		}
 		for _, st := range res {
 			if cursors[st.Stream] != ">" && len(st.Messages) == 0 {

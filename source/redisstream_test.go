@@ -110,7 +110,10 @@ func TestConformanceRedisStream(t *testing.T) {
 			sendBad: func(t *testing.T) { redisXAdd(t, s, "big", strings.Repeat("x", topology.MaxRecordBytes)) },
 			badLog:  "redisStream: entry rejected and acknowledged",
 			settled: func(t *testing.T) bool { return redisStreamPending(t, s, "orders", "kevents-cg") == 0 },
-			restart: func(*testing.T) { s.restart() },
+			outage: func(*testing.T) func(*testing.T) {
+				s.stop()
+				return func(*testing.T) { s.start() }
+			},
 		}
 	})
 }

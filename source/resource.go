@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"regexp"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/kevents/kevents/api"
@@ -41,6 +43,10 @@ import (
 // records that moment in <prefix>.sources on its first start, and afterwards the time of the
 // latest event it committed, and a new owner compares with that: objects created during a
 // failover are reported, those already reported are not.
+//
+// Connection: the informer retries by itself. The event is reported connected
+// (kevents_source_connected, readiness) once the first list is in and whenever a watch opens,
+// and not connected from a list or watch failing or a request not reaching the API server.
 //
 // The event data is Argo's ResourceEventData: {"type", "body": the object, "oldBody": the
 // previous object of an UPDATE (else null), "group", "version", "resource", "metadata"}.
@@ -244,7 +250,9 @@ func newResource(b Build) (OwnedSource, error) {
 func (r *resourceSource) RunOwned(ctx context.Context, state []byte, commit Commit) error {
 	env := r.b.Env
 	ns, es, name := r.b.EventSource.Metadata.Namespace, r.b.EventSource.Metadata.Name, r.b.Event.Name
-	client, err := dynamic.NewForConfig(env.Kube)
+	health := newSourceHealth(ctx, r.b)
+	defer health.stop()
+	client, err := dynamic.NewForConfig(resourceHealthConfig(env.Kube, health))
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -276,6 +284,7 @@ func (r *resourceSource) RunOwned(ctx context.Context, state []byte, commit Comm
 	// informer with backoff; they are logged here rather than by klog.
 	_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		r.log.Warn("resource: cannot list or watch; retrying", "err", err)
+		health.set(fmt.Errorf("list or watch %s: %w", r.set.gvr.String(), err))
 	})
 	changes := make(chan resourceChange, 1024)
 	send := func(c resourceChange) {
@@ -315,6 +324,18 @@ func (r *resourceSource) RunOwned(ctx context.Context, state []byte, commit Comm
 		return fmt.Errorf("informer: %w", err)
 	}
 	factory.Start(informCtx.Done())
+	go func() {
+		// Once the first list is in, the API server answered (the watch reports from then on).
+		// Polled as cache.WaitForCacheSync does, without its klog lines.
+		for !inf.HasSynced() {
+			select {
+			case <-informCtx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		health.set(nil)
+	}()
 	r.log.Info("resource: watching", "afterStart", r.set.afterStart, "since", since, "labels", r.set.labels)
 	// The running owner filters against since; the next owner against the latest event
 	// committed, so that it reports only what this one did not.
@@ -372,6 +393,38 @@ func (r *resourceSource) RunOwned(ctx context.Context, state []byte, commit Comm
 		env.Metrics.Published(ns, es, name, len(events))
 		watermark = latest
 	}
+}
+
+// resourceHealthConfig is cfg with a transport that reports the informer's connection to
+// health: connected when a watch request is answered 2xx (the watch is open), not connected when
+// a request fails to reach the API server. The informer's watch error handler sees list
+// failures and refused watches, but a watch that cannot reach the server is retried inside
+// client-go's reflector without it, for as long as the server is away.
+func resourceHealthConfig(cfg *rest.Config, health *sourceHealth) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return resourceHealthTransport{next: rt, health: health}
+	})
+	return cfg
+}
+
+type resourceHealthTransport struct {
+	next   http.RoundTripper
+	health *sourceHealth
+}
+
+func (t resourceHealthTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	switch {
+	case err != nil:
+		if req.Context().Err() == nil { // not a stop
+			// err names the API server's address, never credentials (they travel in headers).
+			t.health.set(fmt.Errorf("cannot reach the Kubernetes API: %w", err))
+		}
+	case resp.StatusCode/100 == 2 && req.URL.Query().Get("watch") != "":
+		t.health.set(nil)
+	}
+	return resp, err
 }
 
 // state encodes since to the second, down: an object created later in that second has an

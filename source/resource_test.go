@@ -121,6 +121,15 @@ spec:
 		seen, _, _ := resSeen(t, evs, "all")
 		return len(seen) == 1
 	})
+	for _, ev := range []string{"all", "filtered"} { // the informers listed and watch
+		deadline := time.Now().Add(10 * time.Second)
+		for v, _ := gaugeOf(t, env.Metrics, connectedGauge, "res", ev); v != 1; v, _ = gaugeOf(t, env.Metrics, connectedGauge, "res", ev) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s{res,%s} = %v, want 1 (the API server answers)", connectedGauge, ev, v)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 
 	create(resConfigMap("app-new", demo, "blue"))
 	create(resConfigMap("other-new", demo, "blue"))

@@ -61,6 +61,9 @@ import (
 // a member stopping in a rolling update or a scale-down would remove the subscription every
 // other member shares. Remove the subscription in SNS when the EventSource is deleted.
 //
+// Connection: the event is reported not connected (kevents_source_connected, readiness) while
+// Subscribe fails, and connected once SNS accepted it.
+//
 // Credentials: accessKey and secretKey from Secrets, else the AWS default chain; with roleARN
 // they assume the role (see internal/awsconfig). endpoint replaces AWS's SNS endpoint.
 func init() {
@@ -300,6 +303,9 @@ func (s *snsSubscriber) Run(ctx context.Context) error {
 	}
 	log := s.b.Env.Logger.With("eventsource", s.b.EventSource.Metadata.Name, "event", s.b.Event.Name,
 		"topicArn", s.topic, "protocol", s.protocol, "endpoint", shown)
+	// Reported not connected while Subscribe fails, connected once SNS accepted it.
+	health := newSourceHealth(ctx, s.b)
+	defer health.stop()
 	retry := s.first
 	for {
 		cctx, cancel := context.WithTimeout(ctx, snsCallTimeout)
@@ -312,9 +318,13 @@ func (s *snsSubscriber) Run(ctx context.Context) error {
 		}
 		if err == nil {
 			// For a new subscription SNS says "pending confirmation": the confirmation follows.
+			health.set(nil)
 			log.Info("sns: subscribed", "subscriptionArn", aws.ToString(out.SubscriptionArn))
 			return nil
 		}
+		// SNS may quote the endpoint, whose user info can hold basic auth credentials: the
+		// message is rewritten with the redacted endpoint (so err is not wrapped).
+		health.set(fmt.Errorf("subscribe %s to topic %s: %s", shown, s.topic, strings.ReplaceAll(err.Error(), s.endpoint, shown)))
 		log.Warn("sns: cannot subscribe; retrying", "err", err, "retryIn", retry)
 		t := time.NewTimer(retry)
 		select {

@@ -395,6 +395,10 @@ func TestSNSWithGoaws(t *testing.T) {
 			calls := apiProxy.find("Subscribe", topicArn)
 			return len(calls) > 0 && calls[0].status == http.StatusBadRequest
 		})
+		// Not subscribed: reported so, naming the event and saying what fails.
+		if err := h.waitConnected("sns1", "ev", 0, "a refused Subscribe"); !strings.Contains(err.Error(), "subscribe") {
+			t.Errorf("sources ready check: %v; want it to say the Subscribe fails", err)
+		}
 		if got := snsCreateTopic(t, client, "kevents-sns1"); got != topicArn {
 			t.Fatalf("CreateTopic: ARN %q, want %q", got, topicArn)
 		}
@@ -411,6 +415,7 @@ func TestSNSWithGoaws(t *testing.T) {
 			}
 			return sub.status == http.StatusOK
 		})
+		_ = h.waitConnected("sns1", "ev", 1, "an accepted Subscribe")
 		if sub.protocol != "http" || sub.endpoint != dp.URL+"/sns" || sub.keyID != snsAccessKey {
 			t.Errorf("Subscribe protocol %q endpoint %q key %q, want http, %s/sns, the accessKey", sub.protocol, sub.endpoint, sub.keyID, dp.URL)
 		}

@@ -50,6 +50,10 @@ import (
 // shared files, web identity, ECS/EC2 roles). With roleARN those credentials assume the role
 // through STS; Argo ignores accessKey and secretKey when roleARN is set and always assumes the
 // role with the default chain.
+//
+// Connection: failed calls are logged and retried after a pause that doubles while they fail;
+// the event is reported not connected (kevents_source_connected, readiness) from a failed
+// GetQueueUrl or ReceiveMessage until SQS answers again.
 
 func init() {
 	Register("sqs", Spec{
@@ -187,6 +191,8 @@ func (s *sqsSource) Run(ctx context.Context) error {
 		}
 	}
 
+	health := newSourceHealth(ctx, s.b)
+	defer health.stop()
 	var queueURL string
 	for queueURL == "" {
 		in := &sqs.GetQueueUrlInput{QueueName: aws.String(s.cfg.Queue)}
@@ -199,6 +205,7 @@ func (s *sqsSource) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			s.expired(err, log)
+			health.set(fmt.Errorf("get the URL of queue %s: %w", s.cfg.Queue, err))
 			log.Warn("sqs: cannot get the queue URL; retrying", "err", err, "retryIn", retry)
 			if !pause() {
 				return nil
@@ -207,6 +214,7 @@ func (s *sqsSource) Run(ctx context.Context) error {
 		}
 		queueURL = aws.ToString(out.QueueUrl)
 	}
+	health.set(nil) // SQS answered; a receive may wait for messages for waitTimeSeconds
 	retry = sqsRetry.first
 	log.Info("sqs: receiving messages", "queueURL", queueURL, "waitTimeSeconds", s.wait, "visibilityTimeout", s.visibility)
 
@@ -223,12 +231,14 @@ func (s *sqsSource) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			s.expired(err, log)
+			health.set(fmt.Errorf("receive from queue %s: %w", s.cfg.Queue, err))
 			log.Warn("sqs: cannot receive messages; retrying", "err", err, "retryIn", retry)
 			if !pause() {
 				return nil
 			}
 			continue
 		}
+		health.set(nil)
 		retry = sqsRetry.first
 		s.handle(ctx, log, queueURL, out.Messages)
 	}

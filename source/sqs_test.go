@@ -943,10 +943,12 @@ func TestConformanceSQS(t *testing.T) {
 				}
 				return out.Attributes["ApproximateNumberOfMessages"] == "0" && out.Attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
 			},
-			restart: func(t *testing.T) {
+			outage: func(t *testing.T) func(*testing.T) {
 				stop()
-				endpoint, stop = runGoaws(t, bin, port)
-				createQueue(t, c, "conf-q", nil)
+				return func(t *testing.T) {
+					endpoint, stop = runGoaws(t, bin, port)
+					createQueue(t, c, "conf-q", nil)
+				}
 			},
 		}
 	})
