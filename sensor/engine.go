@@ -366,18 +366,18 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			for _, r := range p.Records {
-				recs, cmd, err := st.join(r)
+				cmd, err := st.join(r)
 				if err != nil {
 					jerrs[i] = append(jerrs[i], err)
 					continue
-				}
-				for _, rec := range recs {
-					emit(rec)
 				}
 				if cmd != nil {
 					emit(commandRecord(commands, cmd))
 					joined[i] = append(joined[i], cmd)
 				}
+			}
+			for _, rec := range st.store.stateRecords(st.cfg.Topology.State(), p.Partition) {
+				emit(rec)
 			}
 		}()
 	}
@@ -492,27 +492,28 @@ func (st *stage) restore(ctx context.Context, parts []kgo.FetchTopicPartition) e
 }
 
 // join is stage 2 for one match record: it adds the event to its key's state and fires the
-// trigger when the condition holds. It returns the state record to write (the new state, or a
-// tombstone when the trigger fired) and the command, if any.
-func (st *stage) join(r *kgo.Record) ([]*kgo.Record, *trigger.Command, error) {
+// trigger when the condition holds, returning its command. The key's new state (or its removal
+// once fired) stays pending in the store; the batch writes it to the state topic after the
+// partition's last match (joinStore.stateRecords).
+func (st *stage) join(r *kgo.Record) (*trigger.Command, error) {
 	cfg := st.cfg
 	jr, err := decodeMatch(r)
 	if err != nil {
 		cfg.Logger.Error("sensor: skipping a malformed match record", "partition", r.Partition, "offset", r.Offset, "err", err)
-		return nil, nil, nil
+		return nil, nil
 	}
 	key := string(r.Key)
 	ref, ok := st.idx.triggers[joinKey(jr.Namespace, jr.Sensor, jr.Trigger, "")]
 	if !ok {
 		cfg.Logger.Warn("sensor: match for a trigger that is not loaded; dropped", "key", key)
-		return nil, nil, nil
+		return nil, nil
 	}
 	state := &joinState{Namespace: jr.Namespace, Sensor: jr.Sensor, Trigger: jr.Trigger, First: r.Timestamp, Deps: ref.trigger.deps,
 		Events: map[string]json.RawMessage{}}
 	if cur := st.store.get(r.Partition, key); cur != nil && !expired(cur, ref.trigger, r.Timestamp) {
 		var err error
 		if state, err = cur.clone(); err != nil {
-			return nil, nil, fmt.Errorf("join state %q: %w", key, err)
+			return nil, fmt.Errorf("join state %q: %w", key, err)
 		}
 	}
 	// The latest event of a dependency wins, by event time: events of one dependency may come
@@ -526,20 +527,15 @@ func (st *stage) join(r *kgo.Record) ([]*kgo.Record, *trigger.Command, error) {
 		have[d] = true
 	}
 	if !ref.trigger.cond.holds(have) {
-		rec, err := stateRecord(cfg.Topology.State(), r.Partition, r.Key, state)
-		if err != nil {
-			return nil, nil, err
-		}
 		st.store.put(r.Partition, key, state)
-		return []*kgo.Record{rec}, nil, nil
+		return nil, nil
 	}
-	tomb, _ := stateRecord(cfg.Topology.State(), r.Partition, r.Key, nil)
 	// The condition holds: fire with the latest event of every dependency met, and start over.
 	events := make(map[string]*cloudevents.Event, len(state.Events))
 	for d, raw := range state.Events {
 		e, err := cloudevent.FromJSON(raw)
 		if err != nil {
-			return nil, nil, fmt.Errorf("join state %q, dependency %s: %w", key, d, err)
+			return nil, fmt.Errorf("join state %q, dependency %s: %w", key, d, err)
 		}
 		events[d] = e
 	}
@@ -547,9 +543,9 @@ func (st *stage) join(r *kgo.Record) ([]*kgo.Record, *trigger.Command, error) {
 	cmd, err := render(ref.sensor, ref.trigger, events)
 	if err != nil {
 		cfg.Logger.Error("sensor: cannot render trigger; not fired", "sensor", ref.sensor.name, "trigger", ref.trigger.name, "err", err)
-		return []*kgo.Record{tomb}, nil, nil
+		return nil, nil
 	}
-	return []*kgo.Record{tomb}, cmd, nil
+	return cmd, nil
 }
 
 // statePartitioner writes state records to the partition their match came from, so that

@@ -117,10 +117,10 @@ func (s *joinState) clone() (*joinState, error) {
 
 // stateRecord is the state topic record for key in partition p: the state, or a tombstone when
 // st is nil.
-func stateRecord(topic string, p int32, key []byte, st *joinState) (*kgo.Record, error) {
+func stateRecord(topic string, p int32, key []byte, st *joinState) *kgo.Record {
 	r := &kgo.Record{Topic: topic, Partition: p, Key: key}
 	if st == nil {
-		return r, nil
+		return r
 	}
 	r.Value = st.appendJSON(nil)
 	r.Headers = []kgo.RecordHeader{
@@ -128,7 +128,7 @@ func stateRecord(topic string, p int32, key []byte, st *joinState) (*kgo.Record,
 		{Key: headerFirst, Value: strconv.AppendInt(nil, st.First.UnixNano(), 10)},
 		{Key: headerDeps, Value: []byte(st.Deps)},
 	}
-	return r, nil
+	return r
 }
 
 // appendJSON appends the state as JSON, the document json.Marshal would write (events in
@@ -252,6 +252,26 @@ func (s *joinStore) put(p int32, key string, st *joinState) {
 	s.pending[p][key] = st
 }
 
+// stateRecords returns the state topic records of partition p's pending changes: one per key,
+// the state as the batch leaves it. Only a key's last record in a transaction matters (the
+// topic is compacted and read only by restore, after the transaction), so a key whose
+// dependencies all arrived in one batch writes its tombstone alone, or nothing at all when no
+// committed state of it exists: the state records a join writes drop with the batch size.
+// The partition must be prepared, and its changes must not be touched meanwhile.
+func (s *joinStore) stateRecords(topic string, p int32) []*kgo.Record {
+	changes := s.pending[p]
+	out := make([]*kgo.Record, 0, len(changes))
+	for key, st := range changes {
+		if st == nil {
+			if _, committed := s.parts[p][key]; !committed {
+				continue
+			}
+		}
+		out = append(out, stateRecord(topic, p, []byte(key), st))
+	}
+	return out
+}
+
 // commit applies the committed batch's changes to partitions still owned.
 func (s *joinStore) commit() {
 	s.mu.Lock()
@@ -373,8 +393,7 @@ func (s *joinStore) expire(stateTopic string, triggerOf func(*joinState) *compil
 				continue
 			}
 			s.put(p, key, nil)
-			tomb, _ := stateRecord(stateTopic, p, []byte(key), nil)
-			out = append(out, tomb)
+			out = append(out, stateRecord(stateTopic, p, []byte(key), nil))
 		}
 	}
 	return out

@@ -74,15 +74,52 @@ func TestJoinStoreCommitAndAbort(t *testing.T) {
 	}
 }
 
+// TestStateRecordsOnePerKey: a batch writes each changed key once, as the batch leaves it; a key
+// that came and went within the batch writes nothing, and one committed before gets its
+// tombstone.
+func TestStateRecordsOnePerKey(t *testing.T) {
+	s := newJoinStore()
+	waiting := &joinState{Trigger: "t", Events: map[string]json.RawMessage{"a": json.RawMessage(`{"id":"1"}`)}}
+	s.parts[0] = map[string]*joinState{"committed-then-fired": waiting}
+	s.prepare([]int32{0})
+	s.put(0, "committed-then-fired", nil)
+	s.put(0, "met-and-fired-in-batch", waiting)
+	s.put(0, "met-and-fired-in-batch", nil)
+	s.put(0, "still-waiting", &joinState{Trigger: "t", Events: map[string]json.RawMessage{"a": json.RawMessage(`{"id":"1"}`)}})
+	s.put(0, "still-waiting", waiting)
+	got := map[string][]byte{}
+	for _, r := range s.stateRecords("state", 0) {
+		if r.Topic != "state" || r.Partition != 0 {
+			t.Errorf("record for %s on %s/%d, want state/0", r.Key, r.Topic, r.Partition)
+		}
+		if _, dup := got[string(r.Key)]; dup {
+			t.Errorf("key %s written twice in one batch", r.Key)
+		}
+		got[string(r.Key)] = r.Value
+	}
+	if v, ok := got["committed-then-fired"]; !ok || v != nil {
+		t.Errorf("committed-then-fired: written %v, value %q; want a tombstone", ok, v)
+	}
+	if _, ok := got["met-and-fired-in-batch"]; ok {
+		t.Error("met-and-fired-in-batch: written; want nothing, no committed state of it exists")
+	}
+	if v := got["still-waiting"]; string(v) != string(waiting.appendJSON(nil)) {
+		t.Errorf("still-waiting: value %q, want the last state %q", v, waiting.appendJSON(nil))
+	}
+	if len(got) != 2 {
+		t.Errorf("%d records, want 2: %v", len(got), got)
+	}
+}
+
 // TestStateRecordRoundTrip: restore reads a state's trigger and first time from the record's
 // headers and decodes its events only when the key is used again.
 func TestStateRecordRoundTrip(t *testing.T) {
 	first := time.Date(2026, 11, 21, 10, 0, 0, 123, time.UTC)
 	in := &joinState{Namespace: "ns", Sensor: "s", Trigger: "t", First: first,
 		Events: map[string]json.RawMessage{"a": json.RawMessage(`{"id":"1"}`)}}
-	rec, err := stateRecord("state", 3, []byte("ns/s/t/k"), in)
-	if err != nil || rec.Partition != 3 || len(rec.Headers) != 3 {
-		t.Fatalf("record %+v, %v", rec, err)
+	rec := stateRecord("state", 3, []byte("ns/s/t/k"), in)
+	if rec.Partition != 3 || len(rec.Headers) != 3 {
+		t.Fatalf("record %+v", rec)
 	}
 	got, err := restoredState(rec, map[string][3]string{})
 	if err != nil {
@@ -95,7 +132,7 @@ func TestStateRecordRoundTrip(t *testing.T) {
 	if err != nil || string(c.Events["a"]) != `{"id":"1"}` {
 		t.Fatalf("clone %+v, %v; want the decoded events", c, err)
 	}
-	tomb, _ := stateRecord("state", 3, []byte("k"), nil)
+	tomb := stateRecord("state", 3, []byte("k"), nil)
 	if tomb.Value != nil || tomb.Partition != 3 {
 		t.Errorf("tombstone %+v", tomb)
 	}

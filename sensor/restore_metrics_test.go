@@ -44,11 +44,7 @@ func TestRestoreMetrics(t *testing.T) {
 	}
 	produce := func(key string, st *joinState) {
 		t.Helper()
-		rec, err := stateRecord(topo.State(), 0, []byte(key), st)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		if err := cl.ProduceSync(ctx, stateRecord(topo.State(), 0, []byte(key), st)).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
 	}
