@@ -169,7 +169,7 @@ func Run(ctx context.Context, cfg Config) error {
 		// Polls time out so that an idle member still expires join keys past their window and
 		// picks up changed definitions.
 		pollCtx, cancel := context.WithTimeout(ctx, pollTimeout)
-		fetches := sess.PollFetches(pollCtx)
+		fetches := sess.PollRecords(pollCtx, maxBatchRecords)
 		cancel()
 		if ctx.Err() != nil {
 			return nil
@@ -236,6 +236,12 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 }
+
+// maxBatchRecords caps one batch, so that a backlog is worked off in transactions that each end
+// well within their timeout (10 s) and hold a bounded number of outputs in memory: 50,000
+// events take ~0.3 s to match and commit on one member of 2 cores (docs/benchmarks.md). Much
+// smaller caps cost throughput: at 1,000 records per batch the benchmarks ran at half the rate.
+const maxBatchRecords = 50000
 
 // pollTimeout bounds how long a member waits for records before it looks at changed
 // definitions and expired join keys.
