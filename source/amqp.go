@@ -507,18 +507,7 @@ func (a *amqpSource) session(ctx context.Context, health *sourceHealth) (consume
 			}
 			batch = append(batch, d)
 		}
-	drain:
-		for len(batch) < amqpBatch {
-			select {
-			case d, ok := <-deliveries:
-				if !ok {
-					break drain // handled at the next receive, after this batch
-				}
-				batch = append(batch, d)
-			default:
-				break drain
-			}
-		}
+		batch = drainReady(batch, deliveries, amqpBatch)
 		a.deliver(ctx, ch, batch)
 	}
 }

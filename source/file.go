@@ -192,15 +192,7 @@ func (f *fileSource) RunOwned(ctx context.Context, _ []byte, commit Commit) erro
 		case c := <-changes:
 			batch = append(batch, c)
 		}
-	drain:
-		for len(batch) < fileMaxPerCommit {
-			select {
-			case c := <-changes:
-				batch = append(batch, c)
-			default:
-				break drain
-			}
-		}
+		batch = drainReady(batch, changes, fileMaxPerCommit)
 		events := make([]cloudevents.Event, 0, len(batch))
 		for _, c := range batch {
 			e, err := f.event(c)

@@ -256,18 +256,7 @@ func (g *genericSource) stream(ctx context.Context, client *genericsource.Client
 			}
 			batch = append(batch, ev)
 		}
-	drain:
-		for len(batch) < genericBatch {
-			select {
-			case ev, ok := <-events:
-				if !ok {
-					break drain // the end of the stream is seen on the next round
-				}
-				batch = append(batch, ev)
-			default:
-				break drain
-			}
-		}
+		batch = drainReady(batch, events, genericBatch)
 		received += len(batch)
 		env.Metrics.EventsReceived.WithLabelValues(es, name).Add(float64(len(batch)))
 		out := make([]cloudevents.Event, 0, len(batch))

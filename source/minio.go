@@ -249,15 +249,7 @@ func (m *minioSource) RunOwned(ctx context.Context, _ []byte, commit Commit) err
 		case n := <-infos:
 			batch = append(batch, n)
 		}
-	drain:
-		for len(batch) < minioBatch {
-			select {
-			case n := <-infos:
-				batch = append(batch, n)
-			default:
-				break drain
-			}
-		}
+		batch = drainReady(batch, infos, minioBatch)
 		env.Metrics.EventsReceived.WithLabelValues(es, name).Add(float64(len(batch)))
 		events := make([]cloudevents.Event, 0, len(batch))
 		for _, n := range batch {

@@ -352,15 +352,7 @@ func (m *mqttSource) session(ctx context.Context, deliver func(context.Context, 
 		case msg := <-msgs:
 			batch = append(batch, msg)
 		}
-	drain:
-		for len(batch) < mqttBatch {
-			select {
-			case msg := <-msgs:
-				batch = append(batch, msg)
-			default:
-				break drain
-			}
-		}
+		batch = drainReady(batch, msgs, mqttBatch)
 		if err := deliver(ctx, m.items(batch)); err != nil {
 			return connected, err
 		}

@@ -217,15 +217,7 @@ func (r *redisSource) RunOwned(ctx context.Context, _ []byte, commit Commit) err
 		case m := <-msgs:
 			batch = append(batch, m)
 		}
-	drain:
-		for len(batch) < redisBatch {
-			select {
-			case m := <-msgs:
-				batch = append(batch, m)
-			default:
-				break drain
-			}
-		}
+		batch = drainReady(batch, msgs, redisBatch)
 		env.Metrics.EventsReceived.WithLabelValues(es, name).Add(float64(len(batch)))
 		events := make([]cloudevents.Event, 0, len(batch))
 		for _, m := range batch {

@@ -349,15 +349,7 @@ func (r *resourceSource) RunOwned(ctx context.Context, state []byte, commit Comm
 		case c := <-changes:
 			batch = append(batch, c)
 		}
-	drain:
-		for len(batch) < resourceMaxPerCommit {
-			select {
-			case c := <-changes:
-				batch = append(batch, c)
-			default:
-				break drain
-			}
-		}
+		batch = drainReady(batch, changes, resourceMaxPerCommit)
 		var events []cloudevents.Event
 		latest := watermark
 		for _, c := range batch {

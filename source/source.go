@@ -432,3 +432,21 @@ func (r *routes) listen() ([]server, error) {
 	}
 	return out, nil
 }
+
+// drainReady appends to batch what ch holds right now, without waiting, up to max in all: a
+// source commits what arrived together in one Kafka transaction. A closed ch ends it; the
+// caller's next blocking receive sees the close.
+func drainReady[T any](batch []T, ch <-chan T, max int) []T {
+	for len(batch) < max {
+		select {
+		case v, ok := <-ch:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, v)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
