@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,16 +28,32 @@ import (
 	"github.com/kevents/kevents/topology"
 )
 
-// freePort returns a TCP port nothing listens on right now.
+// freePort returns a TCP port nothing listens on right now, below the kernel's ephemeral range.
+// Many tests dial a server's port before the server listens (a server down at start, or
+// restarted on the same address), and a dial to an unbound port of the ephemeral range can
+// connect to itself: the kernel picks that very port as the dial's source port, which then
+// holds it, and the server fails to start with "address in use".
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", ":0")
-	if err != nil {
-		t.Fatal(err)
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 20000 {
+				low = v
+			}
+		}
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	return port
+	for range 200 {
+		port := 20000 + rand.IntN(low-20000)
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port
+	}
+	t.Fatal("no free TCP port below the ephemeral range after 200 tries")
+	return 0
 }
 
 // parseEventSources loads YAML through api.Parse, as kevents does, and fails on any refused
