@@ -71,6 +71,7 @@ type kafkaSourceSettings struct {
 	limit     int64
 	backoff   kafkaSourceBackoff
 	mechanism string // normalised SASL mechanism, when SASL is set
+	config    *kafkaConfig
 }
 
 // kafkaSourceBackoff is the wait between attempts to publish one record: duration, multiplied
@@ -106,8 +107,6 @@ func parseKafkaSource(k api.KafkaEventSource) (*kafkaSourceSettings, error) {
 	const what = "kafka eventsource field"
 	set := func(o api.Opaque) bool { return len(o) > 0 && string(o) != "null" }
 	switch {
-	case strings.TrimSpace(k.Config) != "":
-		return nil, api.NotSupported(what, "config")
 	case set(k.SchemaRegistry):
 		return nil, api.NotSupported(what, "schemaRegistry")
 	case set(k.AWSMSKIAMAuth):
@@ -192,6 +191,9 @@ func parseKafkaSource(k api.KafkaEventSource) (*kafkaSourceSettings, error) {
 		errs = append(errs, err)
 	}
 	s.backoff = b
+	if s.config, err = parseKafkaConfig(k.Config); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -316,9 +318,18 @@ func newKafkaSource(b Build) (Source, error) {
 	if set.limit > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(set.limit), 1)
 	}
+	// As in Argo, consumerGroup.oldest wins over the config's consumer.offsets.initial.
+	set.oldest = set.oldest || set.config.oldest
 	reset := kgo.NewOffset().AtEnd()
 	if set.oldest {
 		reset = kgo.NewOffset().AtStart()
+	}
+	isolation, commitEvery := kgo.ReadCommitted(), time.Second
+	if set.config.readUncommitted {
+		isolation = kgo.ReadUncommitted()
+	}
+	if set.config.commitInterval > 0 {
+		commitEvery = set.config.commitInterval
 	}
 	s.opts = []kgo.Opt{
 		kgo.SeedBrokers(set.brokers...),
@@ -327,14 +338,27 @@ func newKafkaSource(b Build) (Source, error) {
 		kgo.ConsumeTopics(cfg.Topic),
 		kgo.ConsumeResetOffset(reset),
 		kgo.Balancers(set.balancer),
-		// Records of aborted transactions are not events.
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Records of aborted transactions are not events, unless the config asks for them.
+		kgo.FetchIsolationLevel(isolation),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.AutoCommitMarks(),
-		kgo.AutoCommitInterval(time.Second),
+		kgo.AutoCommitInterval(commitEvery),
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.WithHooks(s),
+	}
+	// The config's options come after the defaults above, so they replace them.
+	s.opts = append(s.opts, set.config.opts...)
+	if id := set.config.instanceID; id != "" {
+		// Every member runs the same spec: the member name keeps their static ids apart, and
+		// stable across a member's restarts.
+		if b.Env.Member != "" {
+			id += "-" + b.Env.Member
+		}
+		s.opts = append(s.opts, kgo.InstanceID(id))
+	}
+	if len(set.config.noEffect) > 0 {
+		s.log.Warn("kafka source: config settings accepted without effect", "settings", strings.Join(set.config.noEffect, "; "))
 	}
 	if cfg.TLS != nil {
 		tc, err := s.b.Env.Secrets.TLSConfig("tls", cfg.TLS)

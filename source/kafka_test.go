@@ -567,6 +567,54 @@ func kafkaSrcPEM(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
 
+// TestKafkaSourceConfig: Argo's sarama config is applied: consumer.offsets.initial -2 reads the
+// records produced before the source started, clientID and the group instance id (with the
+// member name appended) are what the cluster sees, and a setting without effect is named in a
+// warning.
+func TestKafkaSourceConfig(t *testing.T) {
+	user := kafkaSrcCluster(t, 1, []string{"orders"})
+	in := kafkaSrcClient(t, user)
+	kafkaSrcProduce(t, in, &kgo.Record{Topic: "orders", Value: []byte(`{"n":1}`)}, &kgo.Record{Topic: "orders", Value: []byte(`{"n":2}`)})
+	h := newHarness(t, []string{"kafka"})
+	h.env.Member = "m1"
+	logs := ghCaptureLog(h)
+	runSources(t, h.env, parseEventSources(t, kafkaSrcYAML("example", fmt.Sprintf(`      url: %s
+      topic: orders
+      partition: "0"
+      config: |
+        clientID: shop-events
+        consumer:
+          offsets:
+            initial: -2
+            autoCommit: {interval: 200ms}
+          group:
+            instanceId: shop
+            session: {timeout: 20s}
+            heartbeat: {interval: 2s}
+          maxWaitTime: 100ms
+        producer:
+          maxMessageBytes: 600
+`, user.ListenAddrs()[0]))))
+	kafkaSrcWaitEvents(t, h, kafkaSrcBusTopic, 2)
+	const group = kafkaSrcBusTopic + ".example"
+	kafkaSrcWaitCommitted(t, in, group, "orders", map[int32]int64{0: 2})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	described, err := kadm.NewClient(in).DescribeGroups(ctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := described[group].Members
+	if len(members) != 1 {
+		t.Fatalf("group %s has %d members, want 1: %+v", group, len(members), described[group])
+	}
+	if m := members[0]; m.ClientID != "shop-events" || m.InstanceID == nil || *m.InstanceID != "shop-m1" {
+		t.Errorf("member client id %q, instance id %v; want shop-events and shop-m1", m.ClientID, m.InstanceID)
+	}
+	waitLog(t, logs, "producer.maxMessageBytes (the kafka source only consumes)", 1)
+}
+
 // TestCheckKafkaSource: load-time errors name the field and value; fields kevents does not run
 // are refused as not supported.
 func TestCheckKafkaSource(t *testing.T) {
@@ -588,7 +636,15 @@ func TestCheckKafkaSource(t *testing.T) {
 		{"tls cert without key", "url: a:9092\ntopic: t\npartition: \"0\"\ntls: {clientCertSecret: {name: s, key: c}}", []string{"clientCertSecret and clientKeySecret"}, false},
 		{"bad backoff", "url: a:9092\ntopic: t\npartition: \"0\"\nconnectionBackoff: {duration: soon}", []string{"connectionBackoff.duration: \"soon\""}, false},
 		{"filter", "url: a:9092\ntopic: t\npartition: \"0\"\nfilter: {expression: \"true\"}", nil, false},
-		{"config", "url: a:9092\ntopic: t\npartition: \"0\"\nconfig: \"consumer: {}\"", []string{`"config"`}, true},
+		{"config", "url: a:9092\ntopic: t\npartition: \"0\"\nconfig: \"ClientID: shop\\nConsumer: {Fetch: {Min: 1, Default: 1048576, Max: 0}, MaxWaitTime: 250ms, Offsets: {Initial: -2}}\\nproducer: {maxMessageBytes: 600}\"", nil, false},
+		{"config unknown setting", "url: a:9092\ntopic: t\npartition: \"0\"\nconfig: \"consumer: {fetch: {minimum: 1}}\"", []string{"config: consumer.fetch.minimum: not a sarama setting", "consumer.fetch.min,"}, false},
+		{"config bad values", "url: a:9092\ntopic: t\npartition: \"0\"\nconfig: \"consumer: {fetch: {min: 0}, maxWaitTime: soon, offsets: {initial: 3}}\\nclientID: 'a b'\"",
+			[]string{"config: consumer.fetch.min: 0; expected an integer from 1", `config: consumer.maxWaitTime: "soon"; expected a duration`, "config: consumer.offsets.initial: 3; expected -1 (newest, the default) or -2 (oldest)", `config: clientID: "a b"; expected a client id`}, false},
+		{"config heartbeat not below session", "url: a:9092\ntopic: t\npartition: \"0\"\nconfig: \"consumer: {group: {session: {timeout: 10s}, heartbeat: {interval: 10s}}}\"", []string{"config: consumer.group.heartbeat.interval: 10s; expected less than consumer.group.session.timeout (10s)"}, false},
+		{"config tls", "url: a:9092\ntopic: t\npartition: \"0\"\nconfig: \"net: {tls: {enable: true}}\"", []string{"config: net.tls.enable: set tls on the event instead"}, false},
+		{"config autocommit off", "url: a:9092\ntopic: t\npartition: \"0\"\nconfig: \"consumer: {offsets: {autoCommit: {enable: false}}}\"", []string{"config: consumer.offsets.autoCommit.enable: false; expected true"}, false},
+		{"config twice", "url: a:9092\ntopic: t\npartition: \"0\"\nconfig: \"clientID: a\\nclientId: b\"", []string{"set twice"}, false},
+		{"config not a mapping", "url: a:9092\ntopic: t\npartition: \"0\"\nconfig: \"[1, 2]\"", []string{"config: a []interface {}; expected a YAML mapping"}, false},
 		{"schemaRegistry", "url: a:9092\ntopic: t\npartition: \"0\"\nschemaRegistry: {url: \"http://sr\"}", []string{`"schemaRegistry"`}, true},
 		{"awsMskIamAuth", "url: a:9092\ntopic: t\nconsumerGroup: {groupName: g}\nawsMskIamAuth: {region: us-east-1}", []string{`"awsMskIamAuth"`}, true},
 		{"oauth", "url: a:9092\ntopic: t\npartition: \"0\"\nsasl: {mechanism: OAUTHBEARER}", []string{`"OAUTHBEARER"`}, true},

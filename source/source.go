@@ -97,7 +97,7 @@ type Env struct {
 	// Kafka, Member and SessionTimeout are for owned sources (see RegisterOwned), which open
 	// their own clients: the group client of <prefix>.sources, with Member as its static group
 	// instance id, and one transactional producer per owned partition. SessionTimeout 0 means
-	// kclient.SessionTimeout.
+	// kclient.SessionTimeout. The kafka source appends Member to a configured group instance id.
 	Kafka          kclient.Config
 	Member         string
 	SessionTimeout time.Duration
