@@ -263,7 +263,6 @@ func (g *genericSource) stream(ctx context.Context, client *genericsource.Client
 		for _, ev := range batch {
 			e, err := g.event(ev)
 			if err != nil {
-				env.Metrics.PublishFailed(ns, es, name, 1)
 				g.log.Error("generic: event rejected and dropped", "bytes", len(ev.Payload), "err", err)
 				continue
 			}

@@ -256,7 +256,6 @@ func (m *minioSource) RunOwned(ctx context.Context, _ []byte, commit Commit) err
 			e, err := m.event(n)
 			if err != nil {
 				m.log.Error("minio: notification rejected and dropped", "records", len(n.Records), "err", err)
-				env.Metrics.PublishFailed(ns, es, name, 1)
 				continue
 			}
 			events = append(events, e)
@@ -307,7 +306,7 @@ func (m *minioSource) receive(ctx context.Context, infos chan<- notification.Inf
 				switch {
 				case isJSONError(n.Err):
 					m.log.Error("minio: notification could not be read and is dropped; the stream is reopened", "err", n.Err)
-					m.b.Env.Metrics.PublishFailed(m.b.EventSource.Metadata.Namespace, m.b.EventSource.Metadata.Name, m.b.Event.Name, 1)
+					m.b.Env.Metrics.EventsReceived.WithLabelValues(m.b.EventSource.Metadata.Name, m.b.Event.Name).Inc()
 					unreadable = true
 					m.tr.abort()
 				case unreadable:
