@@ -445,7 +445,7 @@ func BenchmarkStage(b *testing.B) {
 			b.Fatal(err)
 		}
 		st := &stage{cfg: Config{Topology: topo, Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-			idx: idx, store: newJoinStore()}
+			idx: idx, store: newJoinStore(), matchParts: 12}
 		st.store.prepare([]int32{0})
 		return st
 	}
@@ -483,8 +483,8 @@ func BenchmarkStage(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			matches, _ := st.match(recs[i%2])
 			for _, m := range matches {
-				m.Partition = 0
-				cmd, err := st.join(m)
+				m.partition = 0
+				cmd, err := st.joinMatch(m, time.Now())
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -492,7 +492,8 @@ func BenchmarkStage(b *testing.B) {
 					fired++
 					_ = commandRecord(topo.Commands(), cmd)
 				}
-				// As if every match were a batch of its own: the state write is never saved.
+				// As a member owning every partition joins, without the matches topic; as if
+				// every match were a batch of its own: the state write is never saved.
 				_ = st.store.stateRecords(topo.State(), 0)
 			}
 		}

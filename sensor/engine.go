@@ -17,6 +17,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tidwall/gjson"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kevents/kevents/api"
@@ -137,6 +138,9 @@ func Run(ctx context.Context, cfg Config) error {
 	dropMatches := func(_ context.Context, _ *kgo.Client, parts map[string][]int32) {
 		store.drop(parts[cfg.Topology.Matches()])
 	}
+	ownMatches := func(_ context.Context, _ *kgo.Client, parts map[string][]int32) {
+		store.own(parts[cfg.Topology.Matches()])
+	}
 	sess, err := kgo.NewGroupTransactSession(cfg.Kafka.Opts(
 		kgo.TransactionalID(cfg.Topology.Prefix()+".sensor."+cfg.Member),
 		kgo.TransactionTimeout(10*time.Second),
@@ -146,9 +150,11 @@ func Run(ctx context.Context, cfg Config) error {
 		kgo.ConsumeTopics(topics...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
+		kgo.OnPartitionsAssigned(ownMatches),
 		kgo.OnPartitionsRevoked(dropMatches),
 		kgo.OnPartitionsLost(dropMatches),
-		kgo.RecordPartitioner(statePartitioner{state: cfg.Topology.State()}),
+		// State and match records carry their partition (see statePartitioner).
+		kgo.RecordPartitioner(statePartitioner{state: cfg.Topology.State(), matches: cfg.Topology.Matches()}),
 		kgo.ProducerLinger(0),
 		kgo.ProducerBatchMaxBytes(topology.MaxRecordBytes),
 	)...)
@@ -158,7 +164,11 @@ func Run(ctx context.Context, cfg Config) error {
 	defer sess.Close()
 	cfg.Metrics.AddReadyCheck("sensor", sess.Client().Ping)
 	cfg.Logger.Info("sensor: consuming", "topics", topics, "group", GroupID(cfg.Topology), "member", cfg.Member)
-	st := &stage{cfg: cfg, idx: idx, store: store}
+	matchParts, err := topicPartitions(ctx, sess.Client(), cfg.Topology.Matches(), cfg.Logger)
+	if err != nil {
+		return nil
+	}
+	st := &stage{cfg: cfg, idx: idx, store: store, matchParts: matchParts}
 
 	for {
 		select {
@@ -294,10 +304,34 @@ func (st *stage) reload(cl *kgo.Client, sensors []*api.Sensor) {
 
 // stage processes batches for one member.
 type stage struct {
-	cfg       Config
-	idx       *index
-	store     *joinStore
-	lastSweep time.Time
+	cfg        Config
+	idx        *index
+	store      *joinStore
+	matchParts int // partitions of the matches topic
+	lastSweep  time.Time
+}
+
+// topicPartitions returns the partition count of topic, waiting until the cluster knows it; it
+// fails only when ctx ends. The count of the matches topic never changes (topology refuses to
+// add partitions to keyed topics), so it is read once.
+func topicPartitions(ctx context.Context, cl *kgo.Client, topic string, log *slog.Logger) (int, error) {
+	adm := kadm.NewClient(cl)
+	for {
+		topics, err := adm.ListTopics(ctx, topic)
+		if err == nil {
+			if td, ok := topics[topic]; ok && td.Err == nil && len(td.Partitions) > 0 {
+				return len(td.Partitions), nil
+			} else if ok && td.Err != nil {
+				err = td.Err
+			}
+		}
+		log.Warn("sensor: waiting for the matches topic", "topic", topic, "err", err)
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // triggerOf returns the loaded trigger of a join key's state, or nil.
@@ -326,8 +360,15 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 			sourceParts = append(sourceParts, p)
 		}
 	})
+	// Matches of a key whose matches partition this member owns skip the matches topic: they
+	// are joined in this batch, as if consumed from it. Their state and the batch's input
+	// offsets commit together, and a revoke during the batch aborts it, so the shortcut keeps
+	// every guarantee of the topic; it saves producing, storing, fetching and decoding them.
+	owned := st.store.ownedPartitions()
+	matches := st.cfg.Topology.Matches()
 	// Commands are encoded here too, in parallel: encoding is a good part of the work per event.
 	fired := make([][]*trigger.Command, len(sourceParts))
+	local := make([][]joinMatch, len(sourceParts))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for i, p := range sourceParts {
@@ -336,9 +377,13 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			for _, r := range p.Records {
-				recs, cmds := st.match(r)
-				for _, rec := range recs {
-					emit(rec)
+				ms, cmds := st.match(r)
+				for _, m := range ms {
+					if owned[m.partition] {
+						local[i] = append(local[i], m)
+					} else {
+						emit(matchRecord(matches, m))
+					}
 				}
 				for _, cmd := range cmds {
 					emit(commandRecord(commands, cmd))
@@ -353,36 +398,53 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 	}
 
 	// Stage 2 changes the join store. Matches partitions hold disjoint keys, so they run in
-	// parallel, each in order; a partition first seen is restored from the state topic first.
+	// parallel, each in order: the records consumed from the matches topic (made by earlier
+	// batches), then this batch's own matches. A partition first seen is restored from the
+	// state topic first.
+	fromTopic := map[int32][]*kgo.Record{}
+	var parts []int32
+	for _, p := range joinParts {
+		fromTopic[p.Partition] = p.Records
+		parts = append(parts, p.Partition)
+	}
+	fromBatch := map[int32][]joinMatch{}
+	for _, ms := range local {
+		for _, m := range ms {
+			if _, ok := fromTopic[m.partition]; !ok && fromBatch[m.partition] == nil {
+				parts = append(parts, m.partition)
+			}
+			fromBatch[m.partition] = append(fromBatch[m.partition], m)
+		}
+	}
 	st.store.mu.Lock()
 	defer st.store.mu.Unlock()
-	if err := st.restore(ctx, joinParts); err != nil {
+	if err := st.restore(ctx, parts); err != nil {
 		return nil, errors.Join(append(errs, err)...)
 	}
-	parts := make([]int32, len(joinParts))
-	for i, p := range joinParts {
-		parts[i] = p.Partition
-	}
 	st.store.prepare(parts)
-	joined := make([][]*trigger.Command, len(joinParts))
-	jerrs := make([][]error, len(joinParts))
-	for i, p := range joinParts {
+	joined := make([][]*trigger.Command, len(parts))
+	jerrs := make([][]error, len(parts))
+	now := time.Now()
+	for i, p := range parts {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			for _, r := range p.Records {
-				cmd, err := st.join(r)
+			add := func(cmd *trigger.Command, err error) {
 				if err != nil {
 					jerrs[i] = append(jerrs[i], err)
-					continue
-				}
-				if cmd != nil {
+				} else if cmd != nil {
 					emit(commandRecord(commands, cmd))
 					joined[i] = append(joined[i], cmd)
 				}
 			}
-			for _, rec := range st.store.stateRecords(st.cfg.Topology.State(), p.Partition) {
+			for _, r := range fromTopic[p] {
+				add(st.join(r))
+			}
+			for _, m := range fromBatch[p] {
+				add(st.joinMatch(m, now))
+			}
+			for _, rec := range st.store.stateRecords(st.cfg.Topology.State(), p) {
 				emit(rec)
 			}
 		}()
@@ -404,7 +466,7 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 // match is stage 1 for one source record: the commands it fires on its own and the match
 // records it sends to the join. A record that is not a CloudEvent, or an event no filter passes,
 // yields nothing.
-func (st *stage) match(r *kgo.Record) ([]*kgo.Record, []*trigger.Command) {
+func (st *stage) match(r *kgo.Record) ([]joinMatch, []*trigger.Command) {
 	cfg := st.cfg
 	byEvent := st.idx.byEvent[r.Topic]
 	if byEvent == nil {
@@ -416,7 +478,7 @@ func (st *stage) match(r *kgo.Record) ([]*kgo.Record, []*trigger.Command) {
 		return nil, nil
 	}
 	var (
-		matches []*kgo.Record
+		matches []joinMatch
 		cmds    []*trigger.Command
 	)
 	for _, ref := range byEvent[in.Subject()] {
@@ -455,8 +517,9 @@ func (st *stage) match(r *kgo.Record) ([]*kgo.Record, []*trigger.Command) {
 				}
 				corr = v.String()
 			}
-			matches = append(matches, matchRecord(cfg.Topology.Matches(), joinKey(ref.sensor.namespace, ref.sensor.name, t.name, corr),
-				joinRecord{Namespace: ref.sensor.namespace, Sensor: ref.sensor.name, Trigger: t.name, Dependency: ref.dep.Name, Event: ev}))
+			key := joinKey(ref.sensor.namespace, ref.sensor.name, t.name, corr)
+			matches = append(matches, joinMatch{partition: matchPartition(key, st.matchParts), key: key,
+				jr: joinRecord{Namespace: ref.sensor.namespace, Sensor: ref.sensor.name, Trigger: t.name, Dependency: ref.dep.Name, Event: ev}})
 		}
 	}
 	return matches, cmds
@@ -464,12 +527,12 @@ func (st *stage) match(r *kgo.Record) ([]*kgo.Record, []*trigger.Command) {
 
 // restore reads the state of the matches partitions this batch is the first to see, in
 // parallel. A failed restore fails the batch, which then runs again. Callers hold st.store.mu.
-func (st *stage) restore(ctx context.Context, parts []kgo.FetchTopicPartition) error {
+func (st *stage) restore(ctx context.Context, parts []int32) error {
 	cfg := st.cfg
 	var todo []int32
 	for _, p := range parts {
-		if !st.store.restored(p.Partition) {
-			todo = append(todo, p.Partition)
+		if !st.store.restored(p) {
+			todo = append(todo, p)
 		}
 	}
 	restored := make([]map[string]*joinState, len(todo))
@@ -502,21 +565,27 @@ func (st *stage) restore(ctx context.Context, parts []kgo.FetchTopicPartition) e
 // once fired) stays pending in the store; the batch writes it to the state topic after the
 // partition's last match (joinStore.stateRecords).
 func (st *stage) join(r *kgo.Record) (*trigger.Command, error) {
-	cfg := st.cfg
 	jr, err := decodeMatch(r)
 	if err != nil {
-		cfg.Logger.Error("sensor: skipping a malformed match record", "partition", r.Partition, "offset", r.Offset, "err", err)
+		st.cfg.Logger.Error("sensor: skipping a malformed match record", "partition", r.Partition, "offset", r.Offset, "err", err)
 		return nil, nil
 	}
-	key := string(r.Key)
+	return st.joinMatch(joinMatch{partition: r.Partition, key: string(r.Key), jr: jr}, r.Timestamp)
+}
+
+// joinMatch is join for a match of matches partition m.partition that reached the join at
+// (its match record's timestamp, or the batch's time for a match that skipped the topic).
+func (st *stage) joinMatch(m joinMatch, at time.Time) (*trigger.Command, error) {
+	cfg := st.cfg
+	jr, key := m.jr, m.key
 	ref, ok := st.idx.triggers[joinKey(jr.Namespace, jr.Sensor, jr.Trigger, "")]
 	if !ok {
 		cfg.Logger.Warn("sensor: match for a trigger that is not loaded; dropped", "key", key)
 		return nil, nil
 	}
-	state := &joinState{Namespace: jr.Namespace, Sensor: jr.Sensor, Trigger: jr.Trigger, First: r.Timestamp, Deps: ref.trigger.deps,
+	state := &joinState{Namespace: jr.Namespace, Sensor: jr.Sensor, Trigger: jr.Trigger, First: at, Deps: ref.trigger.deps,
 		Events: map[string]json.RawMessage{}}
-	if cur := st.store.get(r.Partition, key); cur != nil && !expired(cur, ref.trigger, r.Timestamp) {
+	if cur := st.store.get(m.partition, key); cur != nil && !expired(cur, ref.trigger, at) {
 		var err error
 		if state, err = cur.clone(); err != nil {
 			return nil, fmt.Errorf("join state %q: %w", key, err)
@@ -533,7 +602,7 @@ func (st *stage) join(r *kgo.Record) (*trigger.Command, error) {
 		have[d] = true
 	}
 	if !ref.trigger.cond.holds(have) {
-		st.store.put(r.Partition, key, state)
+		st.store.put(m.partition, key, state)
 		return nil, nil
 	}
 	// The condition holds: fire with the latest event of every dependency met, and start over.
@@ -545,7 +614,7 @@ func (st *stage) join(r *kgo.Record) (*trigger.Command, error) {
 		}
 		events[d] = e
 	}
-	st.store.put(r.Partition, key, nil)
+	st.store.put(m.partition, key, nil)
 	cmd, err := render(ref.sensor, ref.trigger, events)
 	if err != nil {
 		cfg.Logger.Error("sensor: cannot render trigger; not fired", "sensor", ref.sensor.name, "trigger", ref.trigger.name, "err", err)
@@ -554,13 +623,14 @@ func (st *stage) join(r *kgo.Record) (*trigger.Command, error) {
 	return cmd, nil
 }
 
-// statePartitioner writes state records to the partition their match came from, so that
-// partition i of the state topic always belongs with partition i of the matches topic; every
-// other record is hashed by key as Kafka's default partitioner does.
-type statePartitioner struct{ state string }
+// statePartitioner writes state records to the partition of their join key's matches, so that
+// partition i of the state topic always belongs with partition i of the matches topic, and match
+// records to the partition stage 1 computed (matchPartition); every other record is hashed by
+// key as Kafka's default partitioner does.
+type statePartitioner struct{ state, matches string }
 
 func (p statePartitioner) ForTopic(topic string) kgo.TopicPartitioner {
-	if topic == p.state {
+	if topic == p.state || topic == p.matches {
 		return kgo.ManualPartitioner().ForTopic(topic)
 	}
 	return kgo.StickyKeyPartitioner(nil).ForTopic(topic)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,9 +34,25 @@ type joinRecord struct {
 	Event      json.RawMessage `json:"event"`
 }
 
+// joinMatch is a match on its way to stage 2, with the matches partition of its key.
+type joinMatch struct {
+	partition int32
+	key       string
+	jr        joinRecord
+}
+
+// matchPartitioner places a join key as Kafka's default partitioner does (murmur2), so members
+// of different versions agree, and stage 1 knows the partition before producing.
+var matchPartitioner = kgo.StickyKeyPartitioner(nil).ForTopic("")
+
+func matchPartition(key string, partitions int) int32 {
+	return int32(matchPartitioner.Partition(&kgo.Record{Key: []byte(key)}, partitions))
+}
+
 // matchRecord builds the match record of an event (in JSON format) for a trigger.
-func matchRecord(topic, key string, jr joinRecord) *kgo.Record {
-	return &kgo.Record{Topic: topic, Key: []byte(key), Value: jr.Event, Headers: []kgo.RecordHeader{
+func matchRecord(topic string, m joinMatch) *kgo.Record {
+	jr := m.jr
+	return &kgo.Record{Topic: topic, Partition: m.partition, Key: []byte(m.key), Value: jr.Event, Headers: []kgo.RecordHeader{
 		{Key: headerTrigger, Value: []byte(jr.Namespace + "/" + jr.Sensor + "/" + jr.Trigger)},
 		{Key: headerDependency, Value: []byte(jr.Dependency)},
 	}}
@@ -212,7 +229,10 @@ func joinKey(namespace, sensor, trigger, correlation string) string {
 // batch's transaction committed (commit) or aborted (abort): an aborted batch is processed again
 // from the same committed state, so it must not have changed it.
 type joinStore struct {
-	mu    sync.Mutex
+	mu sync.Mutex
+	// owned are the matches partitions assigned to this member, restored or not: stage 1 joins
+	// the matches of their keys itself instead of sending them through the matches topic.
+	owned map[int32]bool
 	parts map[int32]map[string]*joinState
 	// pending holds the batch's changes per partition; a nil state means the key is done
 	// (tombstoned). Partitions are independent, so stage 2 runs them in parallel: each
@@ -221,7 +241,25 @@ type joinStore struct {
 }
 
 func newJoinStore() *joinStore {
-	return &joinStore{parts: map[int32]map[string]*joinState{}, pending: map[int32]map[string]*joinState{}}
+	return &joinStore{owned: map[int32]bool{}, parts: map[int32]map[string]*joinState{}, pending: map[int32]map[string]*joinState{}}
+}
+
+// own records matches partitions assigned to this member.
+func (s *joinStore) own(ps []int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range ps {
+		s.owned[p] = true
+	}
+}
+
+// ownedPartitions is a copy of the partitions assigned to this member, for one batch. A
+// partition revoked while the batch runs aborts the batch's transaction (GroupTransactSession),
+// so the batch may act as its owner until it ends.
+func (s *joinStore) ownedPartitions() map[int32]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.owned)
 }
 
 func (s *joinStore) restored(p int32) bool {
@@ -303,6 +341,7 @@ func (s *joinStore) drop(parts []int32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range parts {
+		delete(s.owned, p)
 		delete(s.parts, p)
 	}
 }
@@ -321,12 +360,18 @@ func (s *joinStore) pendingKeys() int {
 // restorePartition reads partition p of the state topic from its start up to its last stable
 // offset, as of now, and returns the pending state it holds.
 //
-// It runs when this member first sees a record of matches partition p after being assigned it.
-// Kafka then has no open transaction of a previous owner on it (the group fetched stable
-// offsets), so everything up to the last stable offset is final.
+// It runs when this member first has a match of partition p to join after being assigned it,
+// before it writes state there itself. A previous owner may still have a transaction open on
+// the partition: one that joined matches of its own source partitions without consuming
+// matches partition p, which the group's stable offsets do not wait for. That transaction
+// either commits or aborts (it aborts if it ends after the previous owner lost p), so restore
+// first waits until the partition has settled, then everything up to its end is final.
 func restorePartition(ctx context.Context, kc kclient.Config, topic string, p int32, m *metrics.Metrics) (map[string]*joinState, error) {
 	m.SensorRestoringPartitions.Inc()
 	defer m.SensorRestoringPartitions.Dec()
+	if err := kc.AwaitSettled(ctx, topic, p); err != nil {
+		return nil, fmt.Errorf("restore join state: %w", err)
+	}
 	state := map[string]*joinState{}
 	names := map[string][3]string{}
 	err := kc.ReadPartition(ctx, topic, p, func(r *kgo.Record) error {

@@ -164,7 +164,7 @@ func TestStateJSON(t *testing.T) {
 // wrote them, and refuses malformed ones.
 func TestDecodeMatch(t *testing.T) {
 	jr := joinRecord{Namespace: "ns", Sensor: "s", Trigger: "t", Dependency: "d", Event: json.RawMessage(`{"id":"1"}`)}
-	got, err := decodeMatch(matchRecord("m", "k", jr))
+	got, err := decodeMatch(matchRecord("m", joinMatch{key: "k", jr: jr}))
 	if err != nil || !reflect.DeepEqual(got, jr) {
 		t.Errorf("current format: %+v, %v; want %+v", got, err, jr)
 	}
@@ -172,12 +172,12 @@ func TestDecodeMatch(t *testing.T) {
 	if got, err := decodeMatch(&kgo.Record{Value: old}); err != nil || !reflect.DeepEqual(got, jr) {
 		t.Errorf("previous format: %+v, %v; want %+v", got, err, jr)
 	}
-	bad := matchRecord("m", "k", jr)
+	bad := matchRecord("m", joinMatch{key: "k", jr: jr})
 	bad.Value = []byte(`{"id":`)
 	if _, err := decodeMatch(bad); err == nil {
 		t.Error("a match whose event is not JSON was accepted")
 	}
-	bad = matchRecord("m", "k", jr)
+	bad = matchRecord("m", joinMatch{key: "k", jr: jr})
 	bad.Headers[0].Value = []byte("no-slashes")
 	if _, err := decodeMatch(bad); err == nil || !strings.Contains(err.Error(), "kevents-trigger") {
 		t.Errorf("a malformed trigger header: %v; want an error naming it", err)
