@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	neturl "net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -56,12 +57,7 @@ var gitlabEvents = map[string]struct{ param, header string }{
 
 // gitlabEventNames lists the names gitlabEvents knows, for messages.
 func gitlabEventNames() string {
-	names := make([]string, 0, len(gitlabEvents))
-	for n := range gitlabEvents {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
+	return strings.Join(slices.Sorted(maps.Keys(gitlabEvents)), ", ")
 }
 
 func checkGitlab(ev api.Event) error {

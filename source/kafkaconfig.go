@@ -3,9 +3,10 @@ package source
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -170,12 +171,7 @@ func parseKafkaConfig(text string) (*kafkaConfig, error) {
 	leaves := map[string]configLeaf{}
 	var errs []error
 	flattenConfig("", "", root, leaves, &errs)
-	paths := make([]string, 0, len(leaves))
-	for p := range leaves {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	for _, p := range paths {
+	for _, p := range slices.Sorted(maps.Keys(leaves)) {
 		leaf := leaves[p]
 		if why, refused := configMatch(kafkaConfigRefused, p); refused {
 			errs = append(errs, fmt.Errorf("config: %s: %s", leaf.path, why))
@@ -250,12 +246,7 @@ func configMatch(table map[string]string, p string) (string, bool) {
 
 // kafkaConfigKnown lists the honoured settings, for errors.
 func kafkaConfigKnown() string {
-	names := make([]string, 0, len(kafkaConfigSettings))
-	for k := range kafkaConfigSettings {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
+	return strings.Join(slices.Sorted(maps.Keys(kafkaConfigSettings)), ", ")
 }
 
 func configShow(v any) string {
@@ -305,28 +296,23 @@ func configDuration(v any) (time.Duration, bool) {
 }
 
 func durationSetting(lo, hi time.Duration, set func(*kafkaConfig, time.Duration)) kafkaConfigSetting {
-	return kafkaConfigSetting{
-		expect: fmt.Sprintf("a duration from %s to %s, such as \"10s\" (an integer is nanoseconds)", lo, hi),
-		apply: func(c *kafkaConfig, v any) bool {
-			d, ok := configDuration(v)
-			if !ok || d < lo || d > hi {
-				return false
-			}
-			set(c, d)
-			return true
-		},
-	}
+	return rangeSetting(lo, hi, configDuration, fmt.Sprintf("a duration from %s to %s, such as \"10s\" (an integer is nanoseconds)", lo, hi), set)
 }
 
 func intSetting(lo, hi int64, set func(*kafkaConfig, int64)) kafkaConfigSetting {
+	return rangeSetting(lo, hi, configInt, fmt.Sprintf("an integer from %d to %d", lo, hi), set)
+}
+
+// rangeSetting is a setting whose value parse reads and that must lie within [lo, hi].
+func rangeSetting[T int64 | time.Duration](lo, hi T, parse func(any) (T, bool), expect string, set func(*kafkaConfig, T)) kafkaConfigSetting {
 	return kafkaConfigSetting{
-		expect: fmt.Sprintf("an integer from %d to %d", lo, hi),
+		expect: expect,
 		apply: func(c *kafkaConfig, v any) bool {
-			n, ok := configInt(v)
-			if !ok || n < lo || n > hi {
+			x, ok := parse(v)
+			if !ok || x < lo || x > hi {
 				return false
 			}
-			set(c, n)
+			set(c, x)
 			return true
 		},
 	}
