@@ -209,13 +209,13 @@ func Run(ctx context.Context, cfg Config) error {
 		// Outputs are produced as the batch makes them, so that the client sends while the
 		// rest is matched and joined, and flushed once: a round trip per batch, not per output.
 		// Any failure aborts the transaction, and the batch runs again.
-		emit := func(rec *kgo.Record) {
-			sess.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-				if err != nil {
-					fail(err)
-				}
-			})
+		// One promise for the batch, not a closure per record.
+		promise := func(_ *kgo.Record, err error) {
+			if err != nil {
+				fail(err)
+			}
 		}
+		emit := func(rec *kgo.Record) { sess.Produce(ctx, rec, promise) }
 		emitted, batchErr := st.batch(ctx, fetches, emit)
 		if batchErr != nil {
 			fail(batchErr)
