@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime"
 	"slices"
 	"sort"
@@ -188,6 +189,9 @@ func Run(ctx context.Context, cfg Config) error {
 			if !errors.Is(e.Err, context.DeadlineExceeded) {
 				cfg.Logger.Warn("sensor: fetch", "topic", e.Topic, "partition", e.Partition, "err", e.Err)
 			}
+		}
+		if err := st.restoreOwned(ctx); err != nil && ctx.Err() == nil {
+			cfg.Logger.Warn("sensor: restoring join state; the batch will try again", "err", err)
 		}
 		// A poll without records still opens a transaction when the sweep is due, for the
 		// tombstones of expired join keys.
@@ -525,8 +529,10 @@ func (st *stage) match(r *kgo.Record) ([]joinMatch, []*trigger.Command) {
 	return matches, cmds
 }
 
-// restore reads the state of the matches partitions this batch is the first to see, in
-// parallel. A failed restore fails the batch, which then runs again. Callers hold st.store.mu.
+// restore reads the state of the given matches partitions that are not restored yet, in
+// parallel. A partition revoked before the restore ended is not kept: it was dropped already, and
+// keeping it would make a later assignment skip its restore. Callers hold st.store.mu, which
+// keeps revokes and assignments out until the restore ended.
 func (st *stage) restore(ctx context.Context, parts []int32) error {
 	cfg := st.cfg
 	var todo []int32
@@ -553,11 +559,21 @@ func (st *stage) restore(ctx context.Context, parts []int32) error {
 	}
 	wg.Wait()
 	for i, p := range todo {
-		if errs[i] == nil {
+		if errs[i] == nil && st.store.owned[p] {
 			st.store.parts[p] = restored[i]
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// restoreOwned restores the matches partitions assigned to this member that are not restored
+// yet. It runs between transactions: restore may wait for a previous owner's transaction to end
+// (up to the transaction timeout when that owner died), which must not eat into the timeout of
+// the transaction of the batch. A batch still restores a partition assigned since.
+func (st *stage) restoreOwned(ctx context.Context) error {
+	st.store.mu.Lock()
+	defer st.store.mu.Unlock()
+	return st.restore(ctx, slices.Collect(maps.Keys(st.store.owned)))
 }
 
 // join is stage 2 for one match record: it adds the event to its key's state and fires the
