@@ -523,7 +523,7 @@ func (st *stage) match(r *kgo.Record) ([]joinMatch, []*trigger.Command) {
 			}
 			key := joinKey(ref.sensor.namespace, ref.sensor.name, t.name, corr)
 			matches = append(matches, joinMatch{partition: matchPartition(key, st.matchParts), key: key,
-				jr: joinRecord{Namespace: ref.sensor.namespace, Sensor: ref.sensor.name, Trigger: t.name, Dependency: ref.dep.Name, Event: ev}})
+				jr: joinRecord{Namespace: ref.sensor.namespace, Sensor: ref.sensor.name, Trigger: t.name, Dependency: ref.dep.Name, Event: ev}, event: e})
 		}
 	}
 	return matches, cmds
@@ -609,8 +609,10 @@ func (st *stage) joinMatch(m joinMatch, at time.Time) (*trigger.Command, error) 
 	}
 	// The latest event of a dependency wins, by event time: events of one dependency may come
 	// from different source partitions, whose relative order Kafka does not keep.
+	latest := false // this match's event is its dependency's latest
 	if cur, ok := state.Events[jr.Dependency]; !ok || !eventTime(cur).After(eventTime(jr.Event)) {
 		state.Events[jr.Dependency] = jr.Event
+		latest = true
 	}
 
 	have := make(map[string]bool, len(state.Events))
@@ -624,6 +626,10 @@ func (st *stage) joinMatch(m joinMatch, at time.Time) (*trigger.Command, error) 
 	// The condition holds: fire with the latest event of every dependency met, and start over.
 	events := make(map[string]*cloudevents.Event, len(state.Events))
 	for d, raw := range state.Events {
+		if d == jr.Dependency && latest && m.event != nil {
+			events[d] = m.event
+			continue
+		}
 		e, err := cloudevent.FromJSON(raw)
 		if err != nil {
 			return nil, fmt.Errorf("join state %q, dependency %s: %w", key, d, err)

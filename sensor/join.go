@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kevents/kevents/internal/jsonw"
@@ -39,6 +40,10 @@ type joinMatch struct {
 	partition int32
 	key       string
 	jr        joinRecord
+	// event is jr.Event decoded, for a match that did not go through the matches topic: if it
+	// completes the condition, firing does not decode it again. Nil otherwise; never kept in
+	// the join state.
+	event *cloudevents.Event
 }
 
 // matchPartitioner places a join key as Kafka's default partitioner does (murmur2), so members
