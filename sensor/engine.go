@@ -55,6 +55,7 @@ func GroupID(t *topology.Topology) string { return t.Prefix() + ".sensor" }
 type index struct {
 	byEvent  map[string]map[string][]depRef
 	triggers map[string]triggerRef // by joinKey without correlation
+	joins    bool                  // some trigger needs several events: matches and join state are used
 }
 
 type depRef struct {
@@ -86,6 +87,7 @@ func buildIndex(t *topology.Topology, m *metrics.Metrics, sensors []*api.Sensor)
 			}
 			idx.byEvent[topic][d.EventName] = append(idx.byEvent[topic][d.EventName],
 				depRef{sensor: c, dep: d, matched: m.EventsMatched.WithLabelValues(c.name, d.Name)})
+			idx.joins = idx.joins || len(d.joins) > 0
 		}
 		for _, ct := range c.triggers {
 			idx.triggers[joinKey(c.namespace, c.name, ct.name, "")] = triggerRef{sensor: c, trigger: ct}
@@ -567,10 +569,14 @@ func (st *stage) restore(ctx context.Context, parts []int32) error {
 }
 
 // restoreOwned restores the matches partitions assigned to this member that are not restored
-// yet. It runs between transactions: restore may wait for a previous owner's transaction to end
-// (up to the transaction timeout when that owner died), which must not eat into the timeout of
-// the transaction of the batch. A batch still restores a partition assigned since.
+// yet, when some loaded trigger joins. It runs between transactions: restore may wait for a
+// previous owner's transaction to end (up to the transaction timeout when that owner died),
+// which must not eat into the timeout of the transaction of the batch. A batch still restores a
+// partition it needs that was assigned since, or whose matches outlived their trigger.
 func (st *stage) restoreOwned(ctx context.Context) error {
+	if !st.idx.joins {
+		return nil
+	}
 	st.store.mu.Lock()
 	defer st.store.mu.Unlock()
 	return st.restore(ctx, slices.Collect(maps.Keys(st.store.owned)))

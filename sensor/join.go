@@ -369,17 +369,15 @@ func (s *joinStore) pendingKeys() int {
 // before it writes state there itself. A previous owner may still have a transaction open on
 // the partition: one that joined matches of its own source partitions without consuming
 // matches partition p, which the group's stable offsets do not wait for. That transaction
-// either commits or aborts (it aborts if it ends after the previous owner lost p), so restore
-// first waits until the partition has settled, then everything up to its end is final.
+// either commits or aborts (it aborts if it ends after the previous owner lost p), so the read
+// first waits until the partition has settled (ReadSettledPartition): everything it reads is
+// final.
 func restorePartition(ctx context.Context, kc kclient.Config, topic string, p int32, m *metrics.Metrics) (map[string]*joinState, error) {
 	m.SensorRestoringPartitions.Inc()
 	defer m.SensorRestoringPartitions.Dec()
-	if err := kc.AwaitSettled(ctx, topic, p); err != nil {
-		return nil, fmt.Errorf("restore join state: %w", err)
-	}
 	state := map[string]*joinState{}
 	names := map[string][3]string{}
-	err := kc.ReadPartition(ctx, topic, p, func(r *kgo.Record) error {
+	err := kc.ReadSettledPartition(ctx, topic, p, func(r *kgo.Record) error {
 		m.SensorRestoreRecords.Inc()
 		key := string(r.Key)
 		if r.Value == nil {

@@ -12,12 +12,25 @@ import (
 
 // ReadPartition calls fn, in offset order, for every committed data record of one partition,
 // from its start up to its last stable offset as of the call: the way a member rebuilds the
-// state it keeps for a partition (join state, executed commands) when it is assigned one.
+// state it keeps for a partition (executed commands) when it is assigned one.
 //
 // The caller must make sure no transaction that matters is still open on the partition (a
 // previous owner's is finished once the group handed out stable offsets of a partition it
-// consumed, or see AwaitSettled). An error from fn stops the read and is returned.
+// consumed), or use ReadSettledPartition. An error from fn stops the read and is returned.
 func (c Config) ReadPartition(ctx context.Context, topic string, p int32, fn func(*kgo.Record) error) error {
+	return c.readPartition(ctx, topic, p, false, fn)
+}
+
+// ReadSettledPartition is ReadPartition that first waits until the partition has settled, with
+// no transaction open on it (its last stable offset has reached its end), so that it reads
+// everything a previous writer will ever commit there: for state whose writer's transactions
+// the group's stable offsets do not cover. A writer that died with an open transaction settles
+// when the transaction times out or its transactional id is fenced; ctx bounds the wait.
+func (c Config) ReadSettledPartition(ctx context.Context, topic string, p int32, fn func(*kgo.Record) error) error {
+	return c.readPartition(ctx, topic, p, true, fn)
+}
+
+func (c Config) readPartition(ctx context.Context, topic string, p int32, settle bool, fn func(*kgo.Record) error) error {
 	cl, err := c.NewClient(
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().AtStart()}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -31,13 +44,9 @@ func (c Config) ReadPartition(ctx context.Context, topic string, p int32, fn fun
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	ends, err := adm.ListCommittedOffsets(ctx, topic)
+	end, err := stableEnd(ctx, adm, topic, p, settle)
 	if err != nil {
-		return fmt.Errorf("read %s/%d: list stable offsets: %w", topic, p, err)
-	}
-	end, ok := ends.Lookup(topic, p)
-	if !ok || end.Err != nil {
-		return fmt.Errorf("read %s/%d: no stable offset: %v", topic, p, end.Err)
+		return err
 	}
 	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err != nil {
@@ -80,37 +89,35 @@ func (c Config) ReadPartition(ctx context.Context, topic string, p int32, fn fun
 	}
 }
 
-// AwaitSettled returns once partition p of topic has no open transaction: its last stable
-// offset has reached its end. ReadPartition then reads every record a previous writer will ever
-// commit there. It polls until ctx ends; a writer that died with an open transaction settles
-// when the transaction times out or its transactional id is fenced.
-func (c Config) AwaitSettled(ctx context.Context, topic string, p int32) error {
-	cl, err := c.NewClient()
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+// stableEnd returns the last stable offset of partition p; with settle, once it has reached the
+// partition's end (no transaction open).
+func stableEnd(ctx context.Context, adm *kadm.Client, topic string, p int32, settle bool) (kadm.ListedOffset, error) {
 	for {
 		stable, err := adm.ListCommittedOffsets(ctx, topic)
 		if err != nil {
-			return fmt.Errorf("settle %s/%d: list stable offsets: %w", topic, p, err)
+			return kadm.ListedOffset{}, fmt.Errorf("read %s/%d: list stable offsets: %w", topic, p, err)
+		}
+		s, ok := stable.Lookup(topic, p)
+		if !ok || s.Err != nil {
+			return kadm.ListedOffset{}, fmt.Errorf("read %s/%d: no stable offset: %v", topic, p, s.Err)
+		}
+		if !settle {
+			return s, nil
 		}
 		ends, err := adm.ListEndOffsets(ctx, topic)
 		if err != nil {
-			return fmt.Errorf("settle %s/%d: list end offsets: %w", topic, p, err)
+			return kadm.ListedOffset{}, fmt.Errorf("read %s/%d: list end offsets: %w", topic, p, err)
 		}
-		s, sok := stable.Lookup(topic, p)
-		e, eok := ends.Lookup(topic, p)
-		if !sok || !eok || s.Err != nil || e.Err != nil {
-			return fmt.Errorf("settle %s/%d: no offsets: %v", topic, p, errors.Join(s.Err, e.Err))
+		e, ok := ends.Lookup(topic, p)
+		if !ok || e.Err != nil {
+			return kadm.ListedOffset{}, fmt.Errorf("read %s/%d: no end offset: %v", topic, p, e.Err)
 		}
 		if s.Offset >= e.Offset {
-			return nil
+			return s, nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("settle %s/%d: a transaction is still open (stable offset %d, end %d): %w", topic, p, s.Offset, e.Offset, ctx.Err())
+			return kadm.ListedOffset{}, fmt.Errorf("read %s/%d: a transaction is still open (stable offset %d, end %d): %w", topic, p, s.Offset, e.Offset, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -11,10 +11,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// TestAwaitSettled: while a producer's transaction is open on the partition, AwaitSettled waits
-// (and gives up with ctx, saying why); once it committed, it returns, and ReadPartition sees the
-// transaction's records.
-func TestAwaitSettled(t *testing.T) {
+// TestReadSettledPartition: while a producer's transaction is open on the partition,
+// ReadSettledPartition waits (and gives up with ctx, saying why); a read that started
+// while it was open returns, once it committed, with the transaction's records.
+func TestReadSettledPartition(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "state"))
 	if err != nil {
 		t.Fatal(err)
@@ -23,9 +23,17 @@ func TestAwaitSettled(t *testing.T) {
 	kc := Config{Brokers: c.ListenAddrs()}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	read := func(ctx context.Context) ([]string, error) {
+		var got []string
+		err := kc.ReadSettledPartition(ctx, "state", 0, func(r *kgo.Record) error {
+			got = append(got, string(r.Key)+"="+string(r.Value))
+			return nil
+		})
+		return got, err
+	}
 
-	if err := kc.AwaitSettled(ctx, "state", 0); err != nil {
-		t.Fatalf("empty partition: %v", err)
+	if got, err := read(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("empty partition: %v, %v", got, err)
 	}
 	prod, err := kc.NewClient(kgo.TransactionalID("writer"), kgo.DefaultProduceTopic("state"))
 	if err != nil {
@@ -40,28 +48,25 @@ func TestAwaitSettled(t *testing.T) {
 	}
 
 	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
-	err = kc.AwaitSettled(short, "state", 0)
+	_, err = read(short)
 	cancelShort()
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "transaction is still open") {
 		t.Fatalf("with a transaction open: %v; want it to wait and say a transaction is still open", err)
 	}
 
-	done := make(chan error, 1)
-	go func() { done <- kc.AwaitSettled(ctx, "state", 0) }()
+	type result struct {
+		got []string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		got, err := read(ctx)
+		done <- result{got, err}
+	}()
 	if err := prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-done; err != nil {
-		t.Fatalf("after the commit: %v", err)
-	}
-	var got []string
-	if err := kc.ReadPartition(ctx, "state", 0, func(r *kgo.Record) error {
-		got = append(got, string(r.Key)+"="+string(r.Value))
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 || got[0] != "k=v" {
-		t.Errorf("read %v after settling, want [k=v]", got)
+	if r := <-done; r.err != nil || len(r.got) != 1 || r.got[0] != "k=v" {
+		t.Errorf("read across the commit: %v, %v; want [k=v]", r.got, r.err)
 	}
 }
