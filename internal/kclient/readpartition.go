@@ -93,32 +93,34 @@ func (c Config) readPartition(ctx context.Context, topic string, p int32, settle
 // partition's end (no transaction open).
 func stableEnd(ctx context.Context, adm *kadm.Client, topic string, p int32, settle bool) (kadm.ListedOffset, error) {
 	for {
-		stable, err := adm.ListCommittedOffsets(ctx, topic)
+		s, err := offsetOf(ctx, adm.ListCommittedOffsets, "stable", topic, p)
+		if err != nil || !settle {
+			return s, err
+		}
+		e, err := offsetOf(ctx, adm.ListEndOffsets, "end", topic, p)
 		if err != nil {
-			return kadm.ListedOffset{}, fmt.Errorf("read %s/%d: list stable offsets: %w", topic, p, err)
-		}
-		s, ok := stable.Lookup(topic, p)
-		if !ok || s.Err != nil {
-			return kadm.ListedOffset{}, fmt.Errorf("read %s/%d: no stable offset: %v", topic, p, s.Err)
-		}
-		if !settle {
-			return s, nil
-		}
-		ends, err := adm.ListEndOffsets(ctx, topic)
-		if err != nil {
-			return kadm.ListedOffset{}, fmt.Errorf("read %s/%d: list end offsets: %w", topic, p, err)
-		}
-		e, ok := ends.Lookup(topic, p)
-		if !ok || e.Err != nil {
-			return kadm.ListedOffset{}, fmt.Errorf("read %s/%d: no end offset: %v", topic, p, e.Err)
+			return s, err
 		}
 		if s.Offset >= e.Offset {
 			return s, nil
 		}
 		select {
 		case <-ctx.Done():
-			return kadm.ListedOffset{}, fmt.Errorf("read %s/%d: a transaction is still open (stable offset %d, end %d): %w", topic, p, s.Offset, e.Offset, ctx.Err())
+			return s, fmt.Errorf("read %s/%d: a transaction is still open (stable offset %d, end %d): %w", topic, p, s.Offset, e.Offset, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// offsetOf lists one kind of offset of topic and returns partition p's.
+func offsetOf(ctx context.Context, list func(context.Context, ...string) (kadm.ListedOffsets, error), kind, topic string, p int32) (kadm.ListedOffset, error) {
+	offs, err := list(ctx, topic)
+	if err != nil {
+		return kadm.ListedOffset{}, fmt.Errorf("read %s/%d: list %s offsets: %w", topic, p, kind, err)
+	}
+	o, ok := offs.Lookup(topic, p)
+	if !ok || o.Err != nil {
+		return kadm.ListedOffset{}, fmt.Errorf("read %s/%d: no %s offset: %v", topic, p, kind, o.Err)
+	}
+	return o, nil
 }
