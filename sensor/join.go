@@ -365,8 +365,9 @@ func (s *joinStore) pendingKeys() int {
 // restorePartition reads partition p of the state topic from its start up to its last stable
 // offset, as of now, and returns the pending state it holds.
 //
-// It runs when this member first has a match of partition p to join after being assigned it,
-// before it writes state there itself. A previous owner may still have a transaction open on
+// It runs once this member is assigned matches partition p, between transactions when some
+// loaded trigger joins, else when a batch first has a match of p to join; always before the
+// member writes state there itself. A previous owner may still have a transaction open on
 // the partition: one that joined matches of its own source partitions without consuming
 // matches partition p, which the group's stable offsets do not wait for. That transaction
 // either commits or aborts (it aborts if it ends after the previous owner lost p), so the read

@@ -255,8 +255,8 @@ func parseKafkaSourceBackoff(b *api.Backoff) (kafkaSourceBackoff, error) {
 //     at a time owns it, and a restart resumes where the last one stopped.
 //   - With consumerGroup, `partition` is ignored, as in Argo.
 //
-// Start offset. consumerGroup.oldest starts a partition without a committed offset at its first
-// record, else at its end (Argo: sarama's Offsets.Initial, newest by default). When a partition
+// Start offset. consumerGroup.oldest (or config's consumer.offsets.initial: -2) starts a
+// partition without a committed offset at its first record, else at its end (Argo: sarama's Offsets.Initial, newest by default). When a partition
 // without a committed offset is assigned, kevents commits that starting offset before reading:
 // from then on a restart resumes there, even if nothing was delivered yet. Without it a source
 // that was stopped before its first commit would restart "at the end" and skip what arrived.
@@ -278,6 +278,9 @@ func parseKafkaSourceBackoff(b *api.Backoff) (kafkaSourceBackoff, error) {
 // Permanent rejections are skipped (their offset is committed) with an error log, so they do not
 // stop the partition forever: a jsonBody record whose value is not JSON (Argo also drops it) and
 // an event larger than the bus accepts (topology.MaxRecordBytes).
+//
+// config is Argo's sarama YAML; the settings franz-go has an equivalent for are applied on top
+// of the defaults above (see kafkaConfig).
 //
 // limitEventsPerSecond caps the events this member publishes per second for the event, over all
 // its partitions (Argo sleeps 1/limit after each record of each partition it consumes). version
