@@ -226,7 +226,7 @@ func route(cond condition) (deps []string, join bool) {
 		}
 		seen[d] = true
 		deps = append(deps, d)
-		if !cond.holds(map[string]bool{d: true}) {
+		if !cond.holds(func(x string) bool { return x == d }) {
 			join = true
 		}
 	}

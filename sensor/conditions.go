@@ -13,8 +13,8 @@ import (
 // names with &&, || and parentheses, as Argo's. The default (no conditions) is every dependency
 // AND'd.
 type condition interface {
-	// holds reports whether the condition is true when exactly the dependencies in have are met.
-	holds(have map[string]bool) bool
+	// holds reports whether the condition is true when exactly the dependencies met reports are met.
+	holds(met func(dep string) bool) bool
 	// deps appends the dependency names the condition mentions.
 	deps(out []string) []string
 }
@@ -23,12 +23,12 @@ type depRefCond string
 type andCond []condition
 type orCond []condition
 
-func (c depRefCond) holds(have map[string]bool) bool { return have[string(c)] }
-func (c depRefCond) deps(out []string) []string      { return append(out, string(c)) }
+func (c depRefCond) holds(met func(string) bool) bool { return met(string(c)) }
+func (c depRefCond) deps(out []string) []string       { return append(out, string(c)) }
 
-func (c andCond) holds(have map[string]bool) bool {
+func (c andCond) holds(met func(string) bool) bool {
 	for _, x := range c {
-		if !x.holds(have) {
+		if !x.holds(met) {
 			return false
 		}
 	}
@@ -42,9 +42,9 @@ func (c andCond) deps(out []string) []string {
 	return out
 }
 
-func (c orCond) holds(have map[string]bool) bool {
+func (c orCond) holds(met func(string) bool) bool {
 	for _, x := range c {
-		if x.holds(have) {
+		if x.holds(met) {
 			return true
 		}
 	}

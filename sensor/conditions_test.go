@@ -38,7 +38,7 @@ func TestConditions(t *testing.T) {
 		for _, d := range strings.Split(c.have, ",") {
 			have[d] = true
 		}
-		if got := cond.holds(have); got != c.want {
+		if got := cond.holds(func(d string) bool { return have[d] }); got != c.want {
 			t.Errorf("%q with %s = %v, want %v", c.expr, c.have, got, c.want)
 		}
 	}

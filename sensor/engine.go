@@ -495,14 +495,16 @@ func (st *stage) match(r *kgo.Record) ([]joinMatch, []*trigger.Command) {
 			continue
 		}
 		ref.matched.Inc()
-		events := map[string]*cloudevents.Event{ref.dep.Name: e}
-		for _, t := range ref.dep.triggers {
-			cmd, err := render(ref.sensor, t, events)
-			if err != nil {
-				cfg.Logger.Error("sensor: cannot render trigger; not fired", "sensor", ref.sensor.name, "trigger", t.name, "eventID", e.ID(), "err", err)
-				continue
+		if len(ref.dep.triggers) > 0 {
+			events := map[string]*cloudevents.Event{ref.dep.Name: e}
+			for _, t := range ref.dep.triggers {
+				cmd, err := render(ref.sensor, t, events)
+				if err != nil {
+					cfg.Logger.Error("sensor: cannot render trigger; not fired", "sensor", ref.sensor.name, "trigger", t.name, "eventID", e.ID(), "err", err)
+					continue
+				}
+				cmds = append(cmds, cmd)
 			}
-			cmds = append(cmds, cmd)
 		}
 		if len(ref.dep.joins) == 0 {
 			continue
@@ -621,11 +623,8 @@ func (st *stage) joinMatch(m joinMatch, at time.Time) (*trigger.Command, error) 
 		latest = true
 	}
 
-	have := make(map[string]bool, len(state.Events))
-	for d := range state.Events {
-		have[d] = true
-	}
-	if !ref.trigger.cond.holds(have) {
+	met := func(d string) bool { _, ok := state.Events[d]; return ok }
+	if !ref.trigger.cond.holds(met) {
 		st.store.put(m.partition, key, state)
 		return nil, nil
 	}
