@@ -121,7 +121,7 @@ func FromRecord(r *kgo.Record) (*event.Event, error) {
 	if r == nil {
 		return nil, fmt.Errorf("%w: nil record", ErrNotCloudEvent)
 	}
-	m := recordMessage{rec: r}
+	var structured format.Format
 	var contentType, specVersion []byte
 	var hasContentType, hasSpecVersion bool
 	for i := range r.Headers {
@@ -136,13 +136,15 @@ func FromRecord(r *kgo.Record) (*event.Event, error) {
 	if hasContentType {
 		// format.Lookup takes a string; the conversion in the call does not
 		// allocate since the result does not escape.
-		m.format = format.Lookup(string(contentType))
+		structured = format.Lookup(string(contentType))
 	}
-	if m.format == nil && hasSpecVersion && string(specVersion) == event.CloudEventsVersionV1 {
+	if structured == nil && hasSpecVersion && string(specVersion) == event.CloudEventsVersionV1 {
 		if e, ok, err := fromBinaryV1(r); ok {
 			return e, err
 		}
 	}
+	// Made only off the fast path: the binding makes it escape to the heap.
+	m := &recordMessage{rec: r, format: structured}
 	switch {
 	case m.format != nil:
 		if m.format.MediaType() == event.ApplicationCloudEventsBatchJSON {
@@ -155,7 +157,7 @@ func FromRecord(r *kgo.Record) (*event.Event, error) {
 	default:
 		return nil, fmt.Errorf("%w: no ce_specversion header and no CloudEvents content-type", ErrNotCloudEvent)
 	}
-	e, err := binding.ToEvent(context.Background(), &m)
+	e, err := binding.ToEvent(context.Background(), m)
 	if err != nil {
 		return nil, fmt.Errorf("cloudevent: decoding record (topic %q, partition %d, offset %d): %w", r.Topic, r.Partition, r.Offset, err)
 	}
@@ -172,10 +174,11 @@ func FromRecord(r *kgo.Record) (*event.Event, error) {
 // upper-case header name, a ce_ header naming an attribute of another spec version).
 // TestFromRecordFastPathMatchesBinding holds both paths to the same result.
 func fromBinaryV1(r *kgo.Record) (e *event.Event, ok bool, err error) {
-	// The event and its context in one allocation.
+	// The event, its context and its time in one allocation.
 	d := &struct {
-		e  event.Event
-		ec event.EventContextV1
+		e    event.Event
+		ec   event.EventContextV1
+		time types.Timestamp
 	}{}
 	ec := &d.ec
 	sourceNonBlank := false
@@ -208,9 +211,14 @@ func fromBinaryV1(r *kgo.Record) (e *event.Event, ok bool, err error) {
 		case "dataschema":
 			err = ec.SetDataSchema(string(h.Value))
 		case "time":
+			// As SetTime, which would allocate the timestamp on its own.
 			var t time.Time
 			if t, err = time.Parse(time.RFC3339Nano, string(h.Value)); err == nil {
-				err = ec.SetTime(t)
+				ec.Time = nil
+				if !t.IsZero() {
+					d.time.Time = t
+					ec.Time = &d.time
+				}
 			}
 		case "datacontenttype", "schemaurl", "datacontentencoding":
 			return nil, false, nil
