@@ -25,6 +25,7 @@ import (
 	"github.com/kevents/kevents/internal/kclient"
 	"github.com/kevents/kevents/internal/metrics"
 	"github.com/kevents/kevents/topology"
+	"github.com/kevents/kevents/trigger"
 )
 
 // benchEnv is an embedded broker with kevents' topics.
@@ -466,22 +467,25 @@ func BenchmarkStage(b *testing.B) {
 	b.Run("single-dependency", func(b *testing.B) {
 		st := newStage(b, benchSingle)
 		rec := record(b, "e", `{"n":1}`, 0)
+		commands := topo.Commands()
+		var cmds []*trigger.Command
 		b.ReportAllocs()
 		for b.Loop() {
-			_, cmds := st.match(rec)
+			_, cmds = st.match(rec, cmds[:0])
 			if len(cmds) != 1 {
 				b.Fatalf("%d commands, want 1", len(cmds))
 			}
-			_ = commandRecord(topo.Commands(), cmds[0])
+			_ = commandRecord(commands, cmds[0])
 		}
 	})
 	b.Run("and-join", func(b *testing.B) {
 		st := newStage(b, benchJoin)
 		recs := []*kgo.Record{record(b, "a", `{"id":"p1"}`, 0), record(b, "b", `{"id":"p1"}`, 0)}
+		commands := topo.Commands()
 		b.ReportAllocs()
 		fired := 0
 		for i := 0; b.Loop(); i++ {
-			matches, _ := st.match(recs[i%2])
+			matches, _ := st.match(recs[i%2], nil)
 			for _, m := range matches {
 				m.partition = 0
 				cmd, err := st.joinMatch(m, time.Now())
@@ -490,7 +494,7 @@ func BenchmarkStage(b *testing.B) {
 				}
 				if cmd != nil {
 					fired++
-					_ = commandRecord(topo.Commands(), cmd)
+					_ = commandRecord(commands, cmd)
 				}
 				// As a member owning every partition joins, without the matches topic; as if
 				// every match were a batch of its own: the state write is never saved.

@@ -246,8 +246,8 @@ func Run(ctx context.Context, cfg Config) error {
 		default:
 			store.commit()
 			cfg.Metrics.JoinPendingKeys.Set(float64(store.pendingKeys()))
-			for _, cmd := range emitted {
-				cfg.Metrics.CommandsEmitted.WithLabelValues(cmd.Sensor, cmd.Trigger).Inc()
+			for t, n := range emitted {
+				cfg.Metrics.CommandsEmitted.WithLabelValues(t[0], t[1]).Add(float64(n))
 			}
 		}
 	}
@@ -350,11 +350,8 @@ func (st *stage) triggerOf(s *joinState) *compiledTrigger {
 
 // batch turns a polled batch into the records to produce in its transaction. The join changes
 // it makes stay pending in the store until the caller commits or aborts them.
-func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.Record)) ([]*trigger.Command, error) {
-	var (
-		cmds []*trigger.Command
-		errs []error
-	)
+func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.Record)) (emitted, error) {
+	var errs []error
 	commands := st.cfg.Topology.Commands()
 	// Stage 1 is stateless: source partitions are matched in parallel, each in order, and their
 	// outputs are appended in partition order, so per-partition order carries to the outputs.
@@ -373,7 +370,8 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 	owned := st.store.ownedPartitions()
 	matches := st.cfg.Topology.Matches()
 	// Commands are encoded here too, in parallel: encoding is a good part of the work per event.
-	fired := make([][]*trigger.Command, len(sourceParts))
+	// Only their counts are kept until the commit, not the commands.
+	fired := make([]emitted, len(sourceParts))
 	local := make([][]joinMatch, len(sourceParts))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
@@ -382,8 +380,11 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			fired[i] = emitted{}
+			var cmds []*trigger.Command
 			for _, r := range p.Records {
-				ms, cmds := st.match(r)
+				var ms []joinMatch
+				ms, cmds = st.match(r, cmds[:0])
 				for _, m := range ms {
 					if owned[m.partition] {
 						local[i] = append(local[i], m)
@@ -393,14 +394,15 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 				}
 				for _, cmd := range cmds {
 					emit(commandRecord(commands, cmd))
+					fired[i].add(cmd)
 				}
-				fired[i] = append(fired[i], cmds...)
 			}
 		}()
 	}
 	wg.Wait()
+	counts := emitted{}
 	for _, f := range fired {
-		cmds = append(cmds, f...)
+		counts.merge(f)
 	}
 
 	// Stage 2 changes the join store. Matches partitions hold disjoint keys, so they run in
@@ -428,7 +430,7 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 		return nil, errors.Join(append(errs, err)...)
 	}
 	st.store.prepare(parts)
-	joined := make([][]*trigger.Command, len(parts))
+	joined := make([]emitted, len(parts))
 	jerrs := make([][]error, len(parts))
 	now := time.Now()
 	for i, p := range parts {
@@ -436,12 +438,13 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			joined[i] = emitted{}
 			add := func(cmd *trigger.Command, err error) {
 				if err != nil {
 					jerrs[i] = append(jerrs[i], err)
 				} else if cmd != nil {
 					emit(commandRecord(commands, cmd))
-					joined[i] = append(joined[i], cmd)
+					joined[i].add(cmd)
 				}
 			}
 			for _, r := range fromTopic[p] {
@@ -457,7 +460,7 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 	}
 	wg.Wait()
 	for i := range joined {
-		cmds = append(cmds, joined[i]...)
+		counts.merge(joined[i])
 		errs = append(errs, jerrs[i]...)
 	}
 	if now := time.Now(); now.Sub(st.lastSweep) >= sweepInterval {
@@ -466,27 +469,36 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 			emit(rec)
 		}
 	}
-	return cmds, errors.Join(errs...)
+	return counts, errors.Join(errs...)
 }
 
-// match is stage 1 for one source record: the commands it fires on its own and the match
-// records it sends to the join. A record that is not a CloudEvent, or an event no filter passes,
-// yields nothing.
-func (st *stage) match(r *kgo.Record) ([]joinMatch, []*trigger.Command) {
+// emitted counts a batch's commands by sensor and trigger, for the metrics once the batch
+// committed.
+type emitted map[[2]string]int
+
+func (c emitted) add(cmd *trigger.Command) { c[[2]string{cmd.Sensor, cmd.Trigger}]++ }
+
+func (c emitted) merge(o emitted) {
+	for k, n := range o {
+		c[k] += n
+	}
+}
+
+// match is stage 1 for one source record: the match records it sends to the join, and cmds with
+// the commands it fires on its own appended. A record that is not a CloudEvent, or an event no
+// filter passes, yields nothing.
+func (st *stage) match(r *kgo.Record, cmds []*trigger.Command) ([]joinMatch, []*trigger.Command) {
 	cfg := st.cfg
 	byEvent := st.idx.byEvent[r.Topic]
 	if byEvent == nil {
-		return nil, nil
+		return nil, cmds
 	}
 	in, err := cloudevent.FromRecord(r)
 	if err != nil {
 		cfg.Logger.Warn("sensor: skipping a record that is not a CloudEvent", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-		return nil, nil
+		return nil, cmds
 	}
-	var (
-		matches []joinMatch
-		cmds    []*trigger.Command
-	)
+	var matches []joinMatch
 	for _, ref := range byEvent[in.Subject()] {
 		// e is the event as this dependency's transform left it.
 		e, ok, err := ref.dep.accept(in)
@@ -496,7 +508,7 @@ func (st *stage) match(r *kgo.Record) ([]joinMatch, []*trigger.Command) {
 		}
 		ref.matched.Inc()
 		if len(ref.dep.triggers) > 0 {
-			events := map[string]*cloudevents.Event{ref.dep.Name: e}
+			events := firedEvents{{dep: ref.dep.Name, e: e}}
 			for _, t := range ref.dep.triggers {
 				cmd, err := render(ref.sensor, t, events)
 				if err != nil {
@@ -629,18 +641,19 @@ func (st *stage) joinMatch(m joinMatch, at time.Time) (*trigger.Command, error) 
 		return nil, nil
 	}
 	// The condition holds: fire with the latest event of every dependency met, and start over.
-	events := make(map[string]*cloudevents.Event, len(state.Events))
+	events := make(firedEvents, 0, len(state.Events))
 	for d, raw := range state.Events {
 		if d == jr.Dependency && latest && m.event != nil {
-			events[d] = m.event
+			events = append(events, firedEvent{dep: d, e: m.event})
 			continue
 		}
 		e, err := cloudevent.FromJSON(raw)
 		if err != nil {
 			return nil, fmt.Errorf("join state %q, dependency %s: %w", key, d, err)
 		}
-		events[d] = e
+		events = append(events, firedEvent{dep: d, e: e})
 	}
+	slices.SortFunc(events, func(a, b firedEvent) int { return strings.Compare(a.dep, b.dep) })
 	st.store.put(m.partition, key, nil)
 	cmd, err := render(ref.sensor, ref.trigger, events)
 	if err != nil {
@@ -663,16 +676,36 @@ func (p statePartitioner) ForTopic(topic string) kgo.TopicPartitioner {
 	return kgo.StickyKeyPartitioner(nil).ForTopic(topic)
 }
 
-func render(s *compiled, t *compiledTrigger, events map[string]*cloudevents.Event) (*trigger.Command, error) {
+// firedEvent is the event that met dependency dep when a trigger fired.
+type firedEvent struct {
+	dep string
+	e   *cloudevents.Event
+}
+
+// firedEvents are the events a trigger fires with, one per dependency met, ordered by
+// dependency. A slice, not a map: most triggers fire with one event and a static body, and a map
+// per event was two of the sensor's allocations per event; renderers get the map when they need
+// it (byDependency).
+type firedEvents []firedEvent
+
+func (f firedEvents) byDependency() map[string]*cloudevents.Event {
+	m := make(map[string]*cloudevents.Event, len(f))
+	for _, fe := range f {
+		m[fe.dep] = fe.e
+	}
+	return m
+}
+
+func render(s *compiled, t *compiledTrigger, events firedEvents) (*trigger.Command, error) {
 	typ, spec, err := t.renderSpec(events)
 	if err != nil {
 		return nil, err
 	}
-	refs := make([]trigger.EventRef, 0, len(events))
-	for dep, e := range events {
-		refs = append(refs, trigger.EventRef{Dependency: dep, ID: e.ID(), EventSource: e.Source(), EventName: e.Subject(), Time: e.Time()})
+	refs := make([]trigger.EventRef, len(events))
+	for i, fe := range events {
+		e := fe.e
+		refs[i] = trigger.EventRef{Dependency: fe.dep, ID: e.ID(), EventSource: e.Source(), EventName: e.Subject(), Time: e.Time()}
 	}
-	slices.SortFunc(refs, func(a, b trigger.EventRef) int { return strings.Compare(a.Dependency, b.Dependency) })
 	cmd := &trigger.Command{
 		ID:        trigger.CommandID(s.namespace, s.name, t.name, refs),
 		Namespace: s.namespace, Sensor: s.name, Trigger: t.name, Type: typ,
@@ -688,14 +721,15 @@ func render(s *compiled, t *compiledTrigger, events map[string]*cloudevents.Even
 
 // renderSpec renders the trigger's type and command body for the events. A body that does not
 // depend on the events is rendered once and shared (see staticSpec).
-func (t *compiledTrigger) renderSpec(events map[string]*cloudevents.Event) (string, json.RawMessage, error) {
+func (t *compiledTrigger) renderSpec(events firedEvents) (string, json.RawMessage, error) {
 	if len(t.def.Parameters) == 0 {
-		t.static.once.Do(func() { t.static.probe(t.def.Template, events) })
+		t.static.once.Do(func() { t.static.probe(t.def.Template, events.byDependency()) })
 		if t.static.ok {
 			return t.static.typ, t.static.spec, nil
 		}
 	}
-	return renderTemplate(t.def.Template, t.def.Parameters, events, params(events))
+	byDep := events.byDependency()
+	return renderTemplate(t.def.Template, t.def.Parameters, byDep, params(byDep))
 }
 
 // renderTemplate applies the trigger-level parameters to tmpl, then renders it by its type.

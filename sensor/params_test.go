@@ -445,8 +445,8 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := map[string]*cloudevents.Event{"d": newEvent(t, "1", "application/json", `{"n":"1"}`)}
-	second := map[string]*cloudevents.Event{"d": newEvent(t, "2", "application/json", `{"n":"2"}`)}
+	first := firedEvents{{dep: "d", e: newEvent(t, "1", "application/json", `{"n":"1"}`)}}
+	second := firedEvents{{dep: "d", e: newEvent(t, "2", "application/json", `{"n":"2"}`)}}
 	for _, ct := range c.triggers {
 		_, a, err := ct.renderSpec(first)
 		if err != nil {
