@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"sort"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/kevents/kevents/internal/jsonw"
 )
 
 // LogRequest is the rendered body of a log trigger: the events that fired it.
@@ -35,17 +38,43 @@ func init() {
 	})
 }
 
+// renderLog writes the LogRequest as json.Marshal would, by hand: a log trigger renders for
+// every firing, and the events' data made reflection its costliest step.
 func renderLog(in RenderInput) (json.RawMessage, error) {
-	req := LogRequest{IntervalSeconds: in.Template.Log.IntervalSeconds}
+	size := 32
 	deps := make([]string, 0, len(in.Events))
-	for d := range in.Events {
+	for d, e := range in.Events {
 		deps = append(deps, d)
+		size += len(d) + 2*len(e.Data()) + 32
 	}
-	sort.Strings(deps)
-	for _, d := range deps {
-		req.Events = append(req.Events, LogEvent{Dependency: d, Data: string(in.Events[d].Data())})
+	slices.Sort(deps)
+	b := make([]byte, 0, size)
+	b = append(b, '{')
+	if n := in.Template.Log.IntervalSeconds; n != 0 {
+		b = append(b, `"intervalSeconds":`...)
+		b = strconv.AppendUint(b, n, 10)
+		b = append(b, ',')
 	}
-	return json.Marshal(req)
+	b = append(b, `"events":`...)
+	if len(deps) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+	}
+	for i, d := range deps {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"dependency":`...)
+		b = jsonw.AppendString(b, d)
+		b = append(b, `,"data":`...)
+		b = jsonw.AppendBytes(b, in.Events[d].Data())
+		b = append(b, '}')
+	}
+	if len(deps) > 0 {
+		b = append(b, ']')
+	}
+	return append(b, '}'), nil
 }
 
 type logExecutor struct {

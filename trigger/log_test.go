@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -114,6 +116,35 @@ func TestLogTrigger(t *testing.T) {
 			if lines[i][k] != v {
 				t.Errorf("line %d: %s = %v; want %v", i, k, lines[i][k], v)
 			}
+		}
+	}
+}
+
+// TestRenderLogIsJSONMarshal holds the hand-written body to json.Marshal of its LogRequest.
+func TestRenderLogIsJSONMarshal(t *testing.T) {
+	for _, tc := range []struct {
+		interval uint64
+		events   map[string]*cloudevents.Event
+	}{
+		{0, nil},
+		{0, map[string]*cloudevents.Event{"a": logEvent(t, "1", "application/json", `{"k":"<v> & \u2028"}`)}},
+		{30, map[string]*cloudevents.Event{
+			"z": logEvent(t, "1", "text/plain", "tab\tbad \xff line\u2028"),
+			"b": logEvent(t, "2", "application/json", `[1,2]`),
+			"a": logEvent(t, "3", "text/plain", ""),
+		}},
+	} {
+		_, got, err := Render(RenderInput{Template: &api.TriggerTemplate{Name: "t", Log: &api.LogTrigger{IntervalSeconds: tc.interval}}, Events: tc.events})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := LogRequest{IntervalSeconds: tc.interval}
+		for _, d := range slices.Sorted(maps.Keys(tc.events)) {
+			req.Events = append(req.Events, LogEvent{Dependency: d, Data: string(tc.events[d].Data())})
+		}
+		want, _ := json.Marshal(req)
+		if string(got) != string(want) {
+			t.Errorf("body %s, json.Marshal writes %s", got, want)
 		}
 	}
 }
