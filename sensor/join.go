@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,12 +46,46 @@ type joinMatch struct {
 	event *cloudevents.Event
 }
 
-// matchPartitioner places a join key as Kafka's default partitioner does (murmur2), so members
-// of different versions agree, and stage 1 knows the partition before producing.
-var matchPartitioner = kgo.StickyKeyPartitioner(nil).ForTopic("")
-
+// matchPartition places a join key as Kafka's default partitioner does (murmur2 of the key, its
+// sign bit cleared, modulo the partitions), so members of different versions agree, and stage 1
+// knows the partition before producing. Computed here rather than through kgo's partitioner,
+// which needs a record and a copy of the key: two allocations per match.
+// TestMatchPartitionIsKafkas holds it to kgo's.
 func matchPartition(key string, partitions int) int32 {
-	return int32(matchPartitioner.Partition(&kgo.Record{Key: []byte(key)}, partitions))
+	return int32((murmur2(key) & 0x7fffffff) % uint32(partitions))
+}
+
+// murmur2 is the 32-bit MurmurHash2 with Kafka's seed.
+func murmur2(key string) uint32 {
+	const (
+		seed = 0x9747b28c
+		m    = 0x5bd1e995
+		r    = 24
+	)
+	n := len(key)
+	h := uint32(seed) ^ uint32(n)
+	for ; len(key) >= 4; key = key[4:] {
+		k := uint32(key[0]) | uint32(key[1])<<8 | uint32(key[2])<<16 | uint32(key[3])<<24
+		k *= m
+		k ^= k >> r
+		k *= m
+		h = h*m ^ k
+	}
+	switch len(key) {
+	case 3:
+		h ^= uint32(key[2]) << 16
+		fallthrough
+	case 2:
+		h ^= uint32(key[1]) << 8
+		fallthrough
+	case 1:
+		h ^= uint32(key[0])
+		h *= m
+	}
+	h ^= h >> 13
+	h *= m
+	h ^= h >> 15
+	return h
 }
 
 // matchRecord builds the match record of an event (in JSON format) for a trigger.
@@ -139,18 +173,35 @@ func (s *joinState) clone() (*joinState, error) {
 
 // stateRecord is the state topic record for key in partition p: the state, or a tombstone when
 // st is nil.
+// A join writes one for nearly every event, so the record and its headers are one allocation,
+// and the header values and the value share one buffer.
 func stateRecord(topic string, p int32, key []byte, st *joinState) *kgo.Record {
-	r := &kgo.Record{Topic: topic, Partition: p, Key: key}
 	if st == nil {
-		return r
+		return &kgo.Record{Topic: topic, Partition: p, Key: key}
 	}
-	r.Value = st.appendJSON(nil)
-	r.Headers = []kgo.RecordHeader{
-		{Key: headerTrigger, Value: []byte(st.Namespace + "/" + st.Sensor + "/" + st.Trigger)},
-		{Key: headerFirst, Value: strconv.AppendInt(nil, st.First.UnixNano(), 10)},
-		{Key: headerDeps, Value: []byte(st.Deps)},
+	r := &struct {
+		rec     kgo.Record
+		headers [3]kgo.RecordHeader
+	}{}
+	size := 256 + len(st.Namespace) + len(st.Sensor) + len(st.Trigger) + 2*len(st.Deps)
+	for d, e := range st.Events {
+		size += len(d) + len(e) + 4
 	}
-	return r
+	buf := make([]byte, 0, size)
+	buf = append(append(append(append(append(buf, st.Namespace...), '/'), st.Sensor...), '/'), st.Trigger...)
+	trigger := len(buf)
+	buf = strconv.AppendInt(buf, st.First.UnixNano(), 10)
+	first := len(buf)
+	buf = append(buf, st.Deps...)
+	deps := len(buf)
+	buf = st.appendJSON(buf)
+	r.headers = [3]kgo.RecordHeader{
+		{Key: headerTrigger, Value: buf[:trigger:trigger]},
+		{Key: headerFirst, Value: buf[trigger:first:first]},
+		{Key: headerDeps, Value: buf[first:deps:deps]},
+	}
+	r.rec = kgo.Record{Topic: topic, Partition: p, Key: key, Value: buf[deps:], Headers: r.headers[:]}
+	return &r.rec
 }
 
 // appendJSON appends the state as JSON, the document json.Marshal would write (events in
@@ -165,11 +216,12 @@ func (s *joinState) appendJSON(b []byte) []byte {
 	b = append(b, `,"trigger":`...)
 	b = jsonw.AppendString(b, s.Trigger)
 	b = append(b, `,"events":{`...)
-	deps := make([]string, 0, len(s.Events))
+	var inline [4]string // a trigger rarely has more dependencies
+	deps := inline[:0]
 	for d := range s.Events {
 		deps = append(deps, d)
 	}
-	sort.Strings(deps)
+	slices.Sort(deps)
 	for i, d := range deps {
 		if i > 0 {
 			b = append(b, ',')

@@ -2,6 +2,7 @@ package sensor
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -181,5 +182,29 @@ func TestDecodeMatch(t *testing.T) {
 	bad.Headers[0].Value = []byte("no-slashes")
 	if _, err := decodeMatch(bad); err == nil || !strings.Contains(err.Error(), "kevents-trigger") {
 		t.Errorf("a malformed trigger header: %v; want an error naming it", err)
+	}
+}
+
+// TestMatchPartitionIsKafkas holds matchPartition to kgo's default partitioner, which places
+// keys as Kafka's does: members of earlier versions, which produced matches through it, must
+// agree on every key's partition.
+func TestMatchPartitionIsKafkas(t *testing.T) {
+	kafkas := kgo.StickyKeyPartitioner(nil).ForTopic("")
+	keys := []string{"", "a", "ab", "abc", "abcd", "abcde", "default/join/t/", "default/join/t/p1", "ns/s/t/é€😀", strings.Repeat("x", 1000)}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		b := make([]byte, rng.IntN(64))
+		for i := range b {
+			b[i] = byte(rng.UintN(256))
+		}
+		keys = append(keys, string(b))
+	}
+	for _, partitions := range []int{1, 3, 12, 100} {
+		for _, key := range keys {
+			want := int32(kafkas.Partition(&kgo.Record{Key: []byte(key)}, partitions))
+			if got := matchPartition(key, partitions); got != want {
+				t.Fatalf("key %q, %d partitions: partition %d, Kafka's is %d", key, partitions, got, want)
+			}
+		}
 	}
 }
