@@ -619,32 +619,43 @@ func (st *stage) joinMatch(m joinMatch, at time.Time) (*trigger.Command, error) 
 		cfg.Logger.Warn("sensor: match for a trigger that is not loaded; dropped", "key", key)
 		return nil, nil
 	}
-	state := &joinState{Namespace: jr.Namespace, Sensor: jr.Sensor, Trigger: jr.Trigger, First: at, Deps: ref.trigger.deps,
-		Events: map[string]json.RawMessage{}}
-	if cur := st.store.get(m.partition, key); cur != nil && !expired(cur, ref.trigger, at) {
+	// cur is the key's state before this match; its events are read, never changed: a state
+	// is copied only when it stays pending, not when this match completes it.
+	cur := st.store.get(m.partition, key)
+	if cur != nil && expired(cur, ref.trigger, at) {
+		cur = nil
+	}
+	var pending map[string]json.RawMessage
+	if cur != nil {
 		var err error
-		if state, err = cur.clone(); err != nil {
+		if pending, err = cur.events(); err != nil {
 			return nil, fmt.Errorf("join state %q: %w", key, err)
 		}
 	}
 	// The latest event of a dependency wins, by event time: events of one dependency may come
 	// from different source partitions, whose relative order Kafka does not keep.
-	latest := false // this match's event is its dependency's latest
-	if cur, ok := state.Events[jr.Dependency]; !ok || !eventTime(cur).After(eventTime(jr.Event)) {
-		state.Events[jr.Dependency] = jr.Event
-		latest = true
-	}
+	prev, had := pending[jr.Dependency]
+	latest := !had || !eventTime(prev).After(eventTime(jr.Event)) // this match's event is its dependency's latest
 
-	met := func(d string) bool { _, ok := state.Events[d]; return ok }
+	met := func(d string) bool { _, ok := pending[d]; return ok || d == jr.Dependency }
 	if !ref.trigger.cond.holds(met) {
+		state := &joinState{Namespace: jr.Namespace, Sensor: jr.Sensor, Trigger: jr.Trigger, First: at, Deps: ref.trigger.deps}
+		if cur != nil {
+			state = cur.withEvents(pending)
+		}
+		if latest {
+			if state.Events == nil {
+				state.Events = make(map[string]json.RawMessage, 1)
+			}
+			state.Events[jr.Dependency] = jr.Event
+		}
 		st.store.put(m.partition, key, state)
 		return nil, nil
 	}
 	// The condition holds: fire with the latest event of every dependency met, and start over.
-	events := make(firedEvents, 0, len(state.Events))
-	for d, raw := range state.Events {
-		if d == jr.Dependency && latest && m.event != nil {
-			events = append(events, firedEvent{dep: d, e: m.event})
+	events := make(firedEvents, 0, len(pending)+1)
+	for d, raw := range pending {
+		if d == jr.Dependency && latest {
 			continue
 		}
 		e, err := cloudevent.FromJSON(raw)
@@ -652,6 +663,16 @@ func (st *stage) joinMatch(m joinMatch, at time.Time) (*trigger.Command, error) 
 			return nil, fmt.Errorf("join state %q, dependency %s: %w", key, d, err)
 		}
 		events = append(events, firedEvent{dep: d, e: e})
+	}
+	if latest {
+		e := m.event
+		if e == nil {
+			var err error
+			if e, err = cloudevent.FromJSON(jr.Event); err != nil {
+				return nil, fmt.Errorf("join state %q, dependency %s: %w", key, jr.Dependency, err)
+			}
+		}
+		events = append(events, firedEvent{dep: jr.Dependency, e: e})
 	}
 	slices.SortFunc(events, func(a, b firedEvent) int { return strings.Compare(a.dep, b.dep) })
 	st.store.put(m.partition, key, nil)

@@ -152,23 +152,27 @@ const (
 	headerDeps    = "kevents-deps"    // Deps
 )
 
-// clone returns a copy whose Events the caller may change, decoding a restored state first.
-func (s *joinState) clone() (*joinState, error) {
-	events := s.Events
-	if events == nil && s.raw != nil {
-		var full joinState
-		if err := json.Unmarshal(s.raw, &full); err != nil {
-			return nil, err
-		}
-		events = full.Events
+// events returns the state's events, decoding a restored state's record; callers must not
+// change them.
+func (s *joinState) events() (map[string]json.RawMessage, error) {
+	if s.Events != nil || s.raw == nil {
+		return s.Events, nil
 	}
+	var full joinState
+	if err := json.Unmarshal(s.raw, &full); err != nil {
+		return nil, err
+	}
+	return full.Events, nil
+}
+
+// withEvents returns a copy of the state with a copy of events (s.events()), which the caller
+// may change.
+func (s *joinState) withEvents(events map[string]json.RawMessage) *joinState {
 	c := *s
 	c.raw = nil
 	c.Events = make(map[string]json.RawMessage, len(events)+1)
-	for k, v := range events {
-		c.Events[k] = v
-	}
-	return &c, nil
+	maps.Copy(c.Events, events)
+	return &c
 }
 
 // stateRecord is the state topic record for key in partition p: the state, or a tombstone when

@@ -129,9 +129,12 @@ func TestStateRecordRoundTrip(t *testing.T) {
 	if got.Namespace != "ns" || got.Sensor != "s" || got.Trigger != "t" || !got.First.Equal(first) || got.Events != nil {
 		t.Fatalf("restored %+v; want names and first time from the headers, events not decoded yet", got)
 	}
-	c, err := got.clone()
-	if err != nil || string(c.Events["a"]) != `{"id":"1"}` {
-		t.Fatalf("clone %+v, %v; want the decoded events", c, err)
+	events, err := got.events()
+	if err != nil || string(events["a"]) != `{"id":"1"}` {
+		t.Fatalf("events %+v, %v; want the decoded events", events, err)
+	}
+	if c := got.withEvents(events); c.raw != nil || string(c.Events["a"]) != `{"id":"1"}` || c.First != got.First {
+		t.Fatalf("copy %+v; want the decoded events and no record", c)
 	}
 	tomb := stateRecord("state", 3, []byte("k"), nil)
 	if tomb.Value != nil || tomb.Partition != 3 {
