@@ -25,7 +25,6 @@ import (
 	"github.com/kevents/kevents/internal/kclient"
 	"github.com/kevents/kevents/internal/metrics"
 	"github.com/kevents/kevents/topology"
-	"github.com/kevents/kevents/trigger"
 )
 
 // benchEnv is an embedded broker with kevents' topics.
@@ -468,14 +467,14 @@ func BenchmarkStage(b *testing.B) {
 		st := newStage(b, benchSingle)
 		rec := record(b, "e", `{"n":1}`, 0)
 		commands := topo.Commands()
-		var cmds []*trigger.Command
+		var out matched
 		b.ReportAllocs()
 		for b.Loop() {
-			_, cmds = st.match(rec, cmds[:0])
-			if len(cmds) != 1 {
-				b.Fatalf("%d commands, want 1", len(cmds))
+			st.match(rec, &out)
+			if len(out.cmds) != 1 {
+				b.Fatalf("%d commands, want 1", len(out.cmds))
 			}
-			_ = commandRecord(commands, cmds[0])
+			_ = commandRecord(commands, out.cmds[0])
 		}
 	})
 	b.Run("and-join", func(b *testing.B) {
@@ -484,9 +483,10 @@ func BenchmarkStage(b *testing.B) {
 		commands := topo.Commands()
 		b.ReportAllocs()
 		fired := 0
+		var out matched
 		for i := 0; b.Loop(); i++ {
-			matches, _ := st.match(recs[i%2], nil)
-			for _, m := range matches {
+			st.match(recs[i%2], &out)
+			for _, m := range out.joins {
 				m.partition = 0
 				cmd, err := st.joinMatch(m, time.Now())
 				if err != nil {

@@ -381,18 +381,17 @@ func (st *stage) batch(ctx context.Context, fetches kgo.Fetches, emit func(*kgo.
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			fired[i] = emitted{}
-			var cmds []*trigger.Command
+			var out matched
 			for _, r := range p.Records {
-				var ms []joinMatch
-				ms, cmds = st.match(r, cmds[:0])
-				for _, m := range ms {
+				st.match(r, &out)
+				for _, m := range out.joins {
 					if owned[m.partition] {
 						local[i] = append(local[i], m)
 					} else {
 						emit(matchRecord(matches, m))
 					}
 				}
-				for _, cmd := range cmds {
+				for _, cmd := range out.cmds {
 					emit(commandRecord(commands, cmd))
 					fired[i].add(cmd)
 				}
@@ -484,21 +483,30 @@ func (c emitted) merge(o emitted) {
 	}
 }
 
-// match is stage 1 for one source record: the match records it sends to the join, and cmds with
-// the commands it fires on its own appended. A record that is not a CloudEvent, or an event no
-// filter passes, yields nothing.
-func (st *stage) match(r *kgo.Record, cmds []*trigger.Command) ([]joinMatch, []*trigger.Command) {
+// matched is what stage 1 makes of one source record: the matches it sends to the join and the
+// commands it fires on its own. Reused from record to record, so that its slices are not
+// allocated for every event.
+type matched struct {
+	joins []joinMatch
+	cmds  []*trigger.Command
+}
+
+// match is stage 1 for one source record; it replaces out's contents. A record that is not a
+// CloudEvent, or an event no filter passes, yields nothing.
+func (st *stage) match(r *kgo.Record, out *matched) {
 	cfg := st.cfg
+	clear(out.joins) // let the previous record's events go
+	clear(out.cmds)
+	out.joins, out.cmds = out.joins[:0], out.cmds[:0]
 	byEvent := st.idx.byEvent[r.Topic]
 	if byEvent == nil {
-		return nil, cmds
+		return
 	}
 	in, err := cloudevent.FromRecord(r)
 	if err != nil {
 		cfg.Logger.Warn("sensor: skipping a record that is not a CloudEvent", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-		return nil, cmds
+		return
 	}
-	var matches []joinMatch
 	for _, ref := range byEvent[in.Subject()] {
 		// e is the event as this dependency's transform left it.
 		e, ok, err := ref.dep.accept(in)
@@ -515,7 +523,7 @@ func (st *stage) match(r *kgo.Record, cmds []*trigger.Command) ([]joinMatch, []*
 					cfg.Logger.Error("sensor: cannot render trigger; not fired", "sensor", ref.sensor.name, "trigger", t.name, "eventID", e.ID(), "err", err)
 					continue
 				}
-				cmds = append(cmds, cmd)
+				out.cmds = append(out.cmds, cmd)
 			}
 		}
 		if len(ref.dep.joins) == 0 {
@@ -538,11 +546,10 @@ func (st *stage) match(r *kgo.Record, cmds []*trigger.Command) ([]joinMatch, []*
 				corr = v.String()
 			}
 			key := joinKey(ref.sensor.namespace, ref.sensor.name, t.name, corr)
-			matches = append(matches, joinMatch{partition: matchPartition(key, st.matchParts), key: key,
+			out.joins = append(out.joins, joinMatch{partition: matchPartition(key, st.matchParts), key: key,
 				jr: joinRecord{Namespace: ref.sensor.namespace, Sensor: ref.sensor.name, Trigger: t.name, Dependency: ref.dep.Name, Event: ev}, event: e})
 		}
 	}
-	return matches, cmds
 }
 
 // restore reads the state of the given matches partitions that are not restored yet, in
