@@ -732,7 +732,7 @@ func render(s *compiled, t *compiledTrigger, events firedEvents) (*trigger.Comma
 	refs := make([]trigger.EventRef, len(events))
 	for i, fe := range events {
 		e := fe.e
-		refs[i] = trigger.EventRef{Dependency: fe.dep, ID: e.ID(), EventSource: e.Source(), EventName: e.Subject(), Time: e.Time()}
+		refs[i] = trigger.EventRef{Dependency: fe.dep, ID: e.ID(), EventSource: cloudevent.Source(e), EventName: e.Subject(), Time: e.Time()}
 	}
 	cmd := &trigger.Command{
 		ID:        trigger.CommandID(s.namespace, s.name, t.name, refs),

@@ -26,11 +26,13 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/binding/format"
@@ -325,8 +327,31 @@ var (
 
 type cachedSource struct {
 	ref types.URIRef
+	str string // ref formatted
 	// nonBlank is Validate's rule for source, kept so that validV1 need not format the URI.
 	nonBlank bool
+}
+
+// sourceStrings finds the cached source an event's source was copied from, by the address of
+// its path's bytes, which every copy shares; the slot's entry is checked by comparing the whole
+// URI, so a collision only costs a format.
+var sourceStrings [256]atomic.Pointer[cachedSource]
+
+func sourceSlot(u *url.URL) *atomic.Pointer[cachedSource] {
+	return &sourceStrings[uintptr(unsafe.Pointer(unsafe.StringData(u.Path)))>>4%uintptr(len(sourceStrings))]
+}
+
+// Source returns e.Source(). For an event decoded here, whose source came from the cache, it
+// does not format the URI again: formatting allocated for every command and join match.
+func Source(e *event.Event) string {
+	ec, ok := e.Context.(*event.EventContextV1)
+	if !ok {
+		return e.Source()
+	}
+	if c := sourceSlot(&ec.Source.URL).Load(); c != nil && c.ref.URL == ec.Source.URL {
+		return c.str
+	}
+	return ec.Source.String()
 }
 
 const maxCachedSources = 4096
@@ -341,10 +366,12 @@ func setSource(ec *event.EventContextV1, v []byte) (nonBlank bool, err error) {
 	if err := ec.SetSource(s); err != nil {
 		return false, err
 	}
-	c := cachedSource{ref: ec.Source, nonBlank: strings.TrimSpace(ec.Source.String()) != ""}
+	str := ec.Source.String()
+	c := cachedSource{ref: ec.Source, str: str, nonBlank: strings.TrimSpace(str) != ""}
 	if sourceCount.Load() < maxCachedSources {
 		if _, loaded := sources.LoadOrStore(s, c); !loaded {
 			sourceCount.Add(1)
+			sourceSlot(&c.ref.URL).Store(&c)
 		}
 	}
 	return c.nonBlank, nil

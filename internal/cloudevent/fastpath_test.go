@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -70,5 +71,37 @@ func TestFromRecordFastPathMatchesBinding(t *testing.T) {
 	}
 	if _, ok, _ := fromBinaryV1(&kgo.Record{Headers: h(append(base, "CE_Subject", "x")...)}); ok {
 		t.Error("an upper-case header name must go to the binding, which matches names case-insensitively")
+	}
+}
+
+// TestSourceIsSourceString decodes records of more distinct sources than Source has slots, in
+// several rounds, and wants Source to give what the event's own Source gives for each, as well as
+// for events that were not decoded here.
+func TestSourceIsSourceString(t *testing.T) {
+	var sources []string
+	for i := range 600 {
+		sources = append(sources, fmt.Sprintf("/src/%d", i), fmt.Sprintf("https://user@host-%d.example.com:8443/p/%d?q=%d#f", i%7, i, i))
+	}
+	sources = append(sources, "https://example.com", "urn:kevents:x", "a b", "", "/ü/%41")
+	for round := range 3 {
+		for i, src := range sources {
+			r := &kgo.Record{Headers: []kgo.RecordHeader{{Key: "ce_specversion", Value: []byte("1.0")}, {Key: "ce_id", Value: []byte("1")},
+				{Key: "ce_source", Value: []byte(src)}, {Key: "ce_type", Value: []byte("t")}}}
+			e, err := FromRecord(r)
+			if err != nil {
+				if src == "" {
+					continue // no source is not an event
+				}
+				t.Fatalf("source %q: %v", src, err)
+			}
+			if got, want := Source(e), e.Source(); got != want {
+				t.Fatalf("round %d, source %d %q: Source %q, want %q", round, i, src, got, want)
+			}
+		}
+	}
+	e := event.New()
+	e.SetSource("https://not.decoded.example.com/x")
+	if got := Source(&e); got != e.Source() {
+		t.Fatalf("an event built by hand: Source %q, want %q", got, e.Source())
 	}
 }

@@ -125,7 +125,7 @@ func AppendJSON(b []byte, e *event.Event) ([]byte, error) {
 	b = append(b, `{"specversion":"1.0","id":`...)
 	b = jsonw.AppendString(b, ec.ID)
 	b = append(b, `,"source":`...)
-	b = jsonw.AppendString(b, ec.Source.String())
+	b = jsonw.AppendString(b, Source(e))
 	b = append(b, `,"type":`...)
 	b = jsonw.AppendString(b, ec.Type)
 	if ec.Subject != nil {
