@@ -207,7 +207,11 @@ func fromBinaryV1(r *kgo.Record) (e *event.Event, ok bool, err error) {
 		case "source":
 			sourceNonBlank, err = setSource(ec, h.Value)
 		case "type":
-			err = ec.SetType(string(h.Value))
+			// As SetType, shared like the subject: a topic's events have a handful of types.
+			ec.Type = ""
+			if p := interned(h.Value); p != nil {
+				ec.Type = *p
+			}
 		case "subject":
 			ec.Subject = interned(h.Value)
 		case "dataschema":
@@ -249,10 +253,10 @@ func fromBinaryV1(r *kgo.Record) (e *event.Event, ok bool, err error) {
 	return out, true, nil
 }
 
-// internedValues caches content-type and ce_subject values (a topic's events share a handful)
-// as the trimmed strings their setters would store, so that events share one pointer instead of
-// allocating two per attribute. Sharing is safe: the setters replace these pointers, never
-// write through them. Bounded like sources.
+// internedValues caches content-type, ce_type and ce_subject values (a topic's events share a
+// handful) as the trimmed strings their setters would store, so that events share one string
+// instead of allocating per attribute. Sharing is safe: the setters replace these pointers,
+// never write through them. Bounded like sources.
 var (
 	internedValues sync.Map // header value → *string
 	internedCount  atomic.Int32
