@@ -729,12 +729,25 @@ func render(s *compiled, t *compiledTrigger, events firedEvents) (*trigger.Comma
 	if err != nil {
 		return nil, err
 	}
-	refs := make([]trigger.EventRef, len(events))
+	// A command of one event and its reference are one allocation: most commands are.
+	var (
+		cmd  *trigger.Command
+		refs []trigger.EventRef
+	)
+	if len(events) == 1 {
+		one := &struct {
+			cmd trigger.Command
+			ref [1]trigger.EventRef
+		}{}
+		cmd, refs = &one.cmd, one.ref[:]
+	} else {
+		cmd, refs = &trigger.Command{}, make([]trigger.EventRef, len(events))
+	}
 	for i, fe := range events {
 		e := fe.e
 		refs[i] = trigger.EventRef{Dependency: fe.dep, ID: e.ID(), EventSource: cloudevent.Source(e), EventName: e.Subject(), Time: e.Time()}
 	}
-	cmd := &trigger.Command{
+	*cmd = trigger.Command{
 		ID:        trigger.CommandID(s.namespace, s.name, t.name, refs),
 		Namespace: s.namespace, Sensor: s.name, Trigger: t.name, Type: typ,
 		Events: refs, Spec: spec, Retry: t.retry, RateLimit: t.rateLimit, AllowStatus: t.allowStatus, LabelPolicy: t.labelPolicy, CreatedAt: time.Now().UTC(),
