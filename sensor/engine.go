@@ -853,7 +853,7 @@ func commandRecord(topic string, cmd *trigger.Command) *kgo.Record {
 		rec     kgo.Record
 		headers [1]kgo.RecordHeader
 	}{}
-	buf := cmd.AppendKey(make([]byte, 0, 640))
+	buf := cmd.AppendKey(make([]byte, 0, len(cmd.Namespace)+len(cmd.Sensor)+len(cmd.Trigger)+2+len(cmd.ID)+cmd.JSONSize()))
 	key := len(buf)
 	buf = append(buf, cmd.ID...)
 	id := len(buf)

@@ -120,6 +120,22 @@ func CommandID(namespace, sensor, trigger string, events []EventRef) string {
 	return hex.EncodeToString(sum[:16])
 }
 
+// JSONSize estimates the length of AppendJSON's output, so that callers size its buffer once:
+// the fixed part, the strings and the spec, and room for the optional parts when set.
+func (c *Command) JSONSize() int {
+	n := 140 + len(c.ID) + len(c.Namespace) + len(c.Sensor) + len(c.Trigger) + len(c.Type) + len(c.Spec)
+	for _, e := range c.Events {
+		n += 110 + len(e.Dependency) + len(e.ID) + len(e.EventSource) + len(e.EventName)
+	}
+	if c.Retry != nil || c.RateLimit != nil || len(c.AllowStatus) > 0 || c.LabelPolicy != nil {
+		n += 256
+	}
+	if c.DLQ != nil {
+		n += 8 + c.DLQ.JSONSize()
+	}
+	return n
+}
+
 // AppendJSON appends the command as JSON, the document json.Marshal would write. Written by hand
 // for the sensor's hot path: json.Marshal re-validates and compacts the embedded spec, and with
 // reflection this was a good share of the sensor's work per event. The spec must be valid JSON,
