@@ -135,7 +135,9 @@ func FromRecord(r *kgo.Record) (*event.Event, error) {
 			specVersion, hasSpecVersion = h.Value, true
 		}
 	}
-	if hasContentType {
+	// Only the SDK's formats are registered (kevents adds none), and all of them are
+	// application/cloudevents…: other content types, nearly every record's, skip the lookup.
+	if ct := bytes.TrimSpace(contentType); hasContentType && len(ct) >= len(structuredPrefix) && strings.EqualFold(string(ct[:len(structuredPrefix)]), structuredPrefix) {
 		// format.Lookup takes a string; the conversion in the call does not
 		// allocate since the result does not escape.
 		structured = format.Lookup(string(contentType))
@@ -168,6 +170,9 @@ func FromRecord(r *kgo.Record) (*event.Event, error) {
 	}
 	return e, nil
 }
+
+// structuredPrefix begins the media type of every CloudEvents format (structured content mode).
+const structuredPrefix = "application/cloudevents"
 
 // fromBinaryV1 decodes the common case, a CloudEvents 1.0 record in binary content mode with
 // lower-case header names, straight into an event context: the same setters the binding calls,

@@ -141,17 +141,18 @@ func TestFromRecordStructured(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	produce(t, cl, &kgo.Record{
-		Topic:   topic,
-		Headers: []kgo.RecordHeader{{Key: "Content-Type", Value: []byte("application/cloudevents+json; charset=utf-8")}},
-		Value:   js,
-	})
-	r := consume(t, cl, 1)[0]
-	got, err := cloudevent.FromRecord(r)
-	if err != nil {
-		t.Fatalf("FromRecord: %v", err)
+	// The media type as the SDK's format lookup reads it: any case, spaces around it.
+	contentTypes := []string{"application/cloudevents+json; charset=utf-8", " Application/CloudEvents+JSON "}
+	for _, ct := range contentTypes {
+		produce(t, cl, &kgo.Record{Topic: topic, Headers: []kgo.RecordHeader{{Key: "Content-Type", Value: []byte(ct)}}, Value: js})
 	}
-	assertSameEvent(t, full, *got)
+	for i, r := range consume(t, cl, len(contentTypes)) {
+		got, err := cloudevent.FromRecord(r)
+		if err != nil {
+			t.Fatalf("content-type %q: FromRecord: %v", contentTypes[i], err)
+		}
+		assertSameEvent(t, full, *got)
+	}
 }
 
 // TestFromRecordNotCloudEvent: records that carry no CloudEvent give an error
