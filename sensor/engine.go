@@ -859,7 +859,8 @@ func commandRecord(topic string, cmd *trigger.Command) *kgo.Record {
 	id := len(buf)
 	buf = cmd.AppendJSON(buf)
 	r.headers[0] = kgo.RecordHeader{Key: "kevents-command-id", Value: buf[key:id:id]}
-	r.rec = kgo.Record{Topic: topic, Key: buf[:key:key], Value: buf[id:], Headers: r.headers[:]}
+	// The creation time as the record's: the client would read the clock again.
+	r.rec = kgo.Record{Topic: topic, Key: buf[:key:key], Value: buf[id:], Headers: r.headers[:], Timestamp: cmd.CreatedAt}
 	return &r.rec
 }
 

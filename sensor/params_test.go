@@ -465,12 +465,15 @@ spec:
 	}
 }
 
-// TestCommandRecord checks the record a command is produced as: keyed by its trigger, its id in
-// the kevents-command-id header, and its JSON as the value.
+// TestCommandRecord checks the record a command is produced as: keyed by its trigger, stamped
+// with its creation time, its id in the kevents-command-id header, and its JSON as the value.
 func TestCommandRecord(t *testing.T) {
 	cmd := &trigger.Command{ID: "0123abcd", Namespace: "ns", Sensor: "s", Trigger: "t", Type: "log", Spec: json.RawMessage(`{"a":1}`),
-		Events: []trigger.EventRef{{Dependency: "d", ID: "e1", EventSource: "src", EventName: "e"}}}
+		Events: []trigger.EventRef{{Dependency: "d", ID: "e1", EventSource: "src", EventName: "e"}}, CreatedAt: time.Date(2026, 12, 6, 1, 2, 3, 0, time.UTC)}
 	rec := commandRecord("kevents.commands", cmd)
+	if !rec.Timestamp.Equal(cmd.CreatedAt) {
+		t.Errorf("timestamp %v; want the command's creation time %v", rec.Timestamp, cmd.CreatedAt)
+	}
 	if rec.Topic != "kevents.commands" || string(rec.Key) != "ns/s/t" {
 		t.Errorf("topic %q key %q; want kevents.commands, ns/s/t", rec.Topic, rec.Key)
 	}
