@@ -29,7 +29,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -48,6 +47,7 @@ const (
 	// contentTypeHeader carries datacontenttype in binary content mode and the
 	// event format's media type in structured content mode.
 	contentTypeHeader = "content-type"
+	specVersionHeader = headerPrefix + "specversion"
 	// partitionKeyExtension is the Kafka binding's key mapping extension.
 	partitionKeyExtension = "partitionkey"
 )
@@ -128,10 +128,12 @@ func FromRecord(r *kgo.Record) (*event.Event, error) {
 	var hasContentType, hasSpecVersion bool
 	for i := range r.Headers {
 		h := &r.Headers[i]
+		// Shorter names cannot match (letters that fold to ASCII are longer), and most of a
+		// record's headers are shorter: they skip the calls.
 		switch {
-		case strings.EqualFold(h.Key, contentTypeHeader):
+		case len(h.Key) >= len(contentTypeHeader) && strings.EqualFold(h.Key, contentTypeHeader):
 			contentType, hasContentType = h.Value, true
-		case strings.EqualFold(h.Key, headerPrefix+"specversion"):
+		case len(h.Key) >= len(specVersionHeader) && strings.EqualFold(h.Key, specVersionHeader):
 			specVersion, hasSpecVersion = h.Value, true
 		}
 	}
@@ -261,27 +263,19 @@ func fromBinaryV1(r *kgo.Record) (e *event.Event, ok bool, err error) {
 // internedValues caches content-type, ce_type and ce_subject values (a topic's events share a
 // handful) as the trimmed strings their setters would store, so that events share one string
 // instead of allocating per attribute. Sharing is safe: the setters replace these pointers,
-// never write through them. Bounded like sources.
-var (
-	internedValues sync.Map // header value → *string
-	internedCount  atomic.Int32
-)
+// never write through them.
+var internedValues valueCache[*string] // header value → trimmed, nil when blank
 
 // interned is what SetDataContentType and SetSubject store for v: nil when v is blank.
 func interned(v []byte) *string {
-	if p, ok := internedValues.Load(string(v)); ok {
-		return p.(*string)
+	if p, ok := internedValues.get(v); ok {
+		return p
 	}
-	s := strings.TrimSpace(string(v))
-	if s == "" {
-		return nil
+	var p *string
+	if s := strings.TrimSpace(string(v)); s != "" {
+		p = &s
 	}
-	if internedCount.Load() < maxCachedSources {
-		if _, loaded := internedValues.LoadOrStore(string(v), &s); !loaded {
-			internedCount.Add(1)
-		}
-	}
-	return &s
+	return internedValues.add(string(v), p)
 }
 
 // validV1 reports true only for a context EventContextV1.Validate accepts: the required
@@ -300,15 +294,11 @@ func validV1(ec *event.EventContextV1, sourceNonBlank bool) bool {
 	return sourceNonBlank
 }
 
-// mediaTypes caches datacontenttype values that parse as RFC 2046 media types, bounded like
-// sources.
-var (
-	mediaTypes     sync.Map // string → struct{}
-	mediaTypeCount atomic.Int32
-)
+// mediaTypes caches datacontenttype values that parse as RFC 2046 media types.
+var mediaTypes valueCache[struct{}]
 
 func knownMediaType(v string) bool {
-	if _, ok := mediaTypes.Load(v); ok {
+	if mediaTypes.contains(v) {
 		return true
 	}
 	t := strings.TrimSpace(v)
@@ -318,21 +308,12 @@ func knownMediaType(v string) bool {
 	if _, _, err := mime.ParseMediaType(t); err != nil {
 		return false
 	}
-	if mediaTypeCount.Load() < maxCachedSources {
-		if _, loaded := mediaTypes.LoadOrStore(v, struct{}{}); !loaded {
-			mediaTypeCount.Add(1)
-		}
-	}
+	mediaTypes.add(v, struct{}{})
 	return true
 }
 
-// sources caches parsed ce_source values: a topic's events share a handful of sources, and
-// parsing the URI was a fifth of decoding. It stops growing at maxCachedSources, so a stream of
-// distinct sources costs a parse each, not memory.
-var (
-	sources     sync.Map // string → cachedSource
-	sourceCount atomic.Int32
-)
+// sources caches parsed ce_source values: parsing the URI was a fifth of decoding.
+var sources valueCache[*cachedSource]
 
 type cachedSource struct {
 	ref types.URIRef
@@ -363,25 +344,20 @@ func Source(e *event.Event) string {
 	return ec.Source.String()
 }
 
-const maxCachedSources = 4096
-
 // setSource sets ec's source to v and reports whether it is non-blank as Validate sees it.
 func setSource(ec *event.EventContextV1, v []byte) (nonBlank bool, err error) {
-	if c, ok := sources.Load(string(v)); ok {
-		ec.Source = c.(cachedSource).ref
-		return c.(cachedSource).nonBlank, nil
+	if c, ok := sources.get(v); ok {
+		ec.Source = c.ref
+		return c.nonBlank, nil
 	}
 	s := string(v)
 	if err := ec.SetSource(s); err != nil {
 		return false, err
 	}
 	str := ec.Source.String()
-	c := cachedSource{ref: ec.Source, str: str, nonBlank: strings.TrimSpace(str) != ""}
-	if sourceCount.Load() < maxCachedSources {
-		if _, loaded := sources.LoadOrStore(s, c); !loaded {
-			sourceCount.Add(1)
-			sourceSlot(&c.ref.URL).Store(&c)
-		}
+	c := &cachedSource{ref: ec.Source, str: str, nonBlank: strings.TrimSpace(str) != ""}
+	if sources.add(s, c) == c {
+		sourceSlot(&c.ref.URL).Store(c)
 	}
 	return c.nonBlank, nil
 }
