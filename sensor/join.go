@@ -235,7 +235,7 @@ func (s *joinState) appendJSON(b []byte) []byte {
 		b = append(b, s.Events[d]...)
 	}
 	b = append(b, `},"first":"`...)
-	b = s.First.AppendFormat(b, time.RFC3339Nano)
+	b = jsonw.AppendTime(b, s.First)
 	b = append(b, `","deps":`...)
 	b = jsonw.AppendString(b, s.Deps)
 	return append(b, '}')

@@ -169,7 +169,7 @@ func (c *Command) AppendJSON(b []byte) []byte {
 		str("eventSource", e.EventSource)
 		str("eventName", e.EventName)
 		b = append(b, `,"time":"`...)
-		b = e.Time.AppendFormat(b, time.RFC3339Nano)
+		b = jsonw.AppendTime(b, e.Time)
 		b = append(b, '"', '}')
 	}
 	if c.Events != nil {
@@ -182,6 +182,19 @@ func (c *Command) AppendJSON(b []byte) []byte {
 		b = append(b, c.Spec...)
 	}
 	// The optional parts are small and rare: encoding/json is fine for them.
+	if c.Retry != nil || c.RateLimit != nil || len(c.AllowStatus) > 0 || c.LabelPolicy != nil {
+		b = c.appendOptionalJSON(b)
+	}
+	if c.DLQ != nil {
+		b = append(b, `,"dlq":`...)
+		b = c.DLQ.AppendJSON(b)
+	}
+	b = append(b, `,"createdAt":"`...)
+	b = jsonw.AppendTime(b, c.CreatedAt)
+	return append(b, '"', '}')
+}
+
+func (c *Command) appendOptionalJSON(b []byte) []byte {
 	for _, opt := range []struct {
 		name string
 		v    any
@@ -196,11 +209,5 @@ func (c *Command) AppendJSON(b []byte) []byte {
 			b = append(b, v...)
 		}
 	}
-	if c.DLQ != nil {
-		b = append(b, `,"dlq":`...)
-		b = c.DLQ.AppendJSON(b)
-	}
-	b = append(b, `,"createdAt":"`...)
-	b = c.CreatedAt.AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"', '}')
+	return b
 }
