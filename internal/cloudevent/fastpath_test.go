@@ -3,7 +3,9 @@ package cloudevent
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -103,5 +105,31 @@ func TestSourceIsSourceString(t *testing.T) {
 	e.SetSource("https://not.decoded.example.com/x")
 	if got := Source(&e); got != e.Source() {
 		t.Fatalf("an event built by hand: Source %q, want %q", got, e.Source())
+	}
+}
+
+// TestParseTimeIsTimeParse holds parseTime to time.Parse(RFC3339Nano): the same time, to the
+// location, or an error, over random times in every fraction length and strings that are not
+// quite the fast path's form.
+func TestParseTimeIsTimeParse(t *testing.T) {
+	inputs := []string{"2024-02-29T23:59:59Z", "2023-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-12-06T24:00:00Z",
+		"2026-12-06T23:60:00Z", "2026-12-06T23:59:60Z", "0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z",
+		"2026-12-06T15:00:00.Z", "2026-12-06T15:00:00.1234567891Z", "2026-12-06T15:00:00,5Z", "2026-12-06t15:00:00z",
+		"2026-12-06T15:00:00+01:00", "2026-12-06T15:00:00.5-00:00", "2026-13-01T00:00:00Z", "2026-00-10T00:00:00Z",
+		"2026-1a-01T00:00:00Z", "2026-12-06T15:00:00", "2026-12-06 15:00:00Z", "", "Z", "2026-12-06T15:00:0Z"}
+	rng := rand.New(rand.NewPCG(7, 8))
+	lo, hi := time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC).Unix(), time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC).Unix()
+	for range 100000 {
+		ns := rng.Int64N(1e9)
+		ns -= ns % []int64{1, 10, 1000, 1e6, 1e8, 1e9}[rng.IntN(6)]
+		tm := time.Unix(lo+rng.Int64N(hi-lo), ns).UTC()
+		inputs = append(inputs, tm.Format(time.RFC3339Nano), tm.Format("2006-01-02T15:04:05.000000Z"))
+	}
+	for _, in := range inputs {
+		want, wantErr := time.Parse(time.RFC3339Nano, in)
+		got, err := parseTime([]byte(in))
+		if (err == nil) != (wantErr == nil) || got != want {
+			t.Fatalf("%q: parseTime = %v (%v), time.Parse = %v (%v)", in, got, err, want, wantErr)
+		}
 	}
 }

@@ -1,8 +1,6 @@
 package cloudevent
 
 import (
-	"time"
-
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/tidwall/gjson"
@@ -36,10 +34,11 @@ func fromJSONV1(raw []byte) (e *event.Event, ok bool) {
 	if !root.IsObject() {
 		return nil, false
 	}
-	// The event and its context in one allocation.
+	// The event, its context and its time in one allocation.
 	d := &struct {
-		e  event.Event
-		ec event.EventContextV1
+		e    event.Event
+		ec   event.EventContextV1
+		time types.Timestamp
 	}{}
 	ec := &d.ec
 	var (
@@ -72,9 +71,13 @@ func fromJSONV1(raw []byte) (e *event.Event, ok bool) {
 		case "datacontenttype":
 			ec.DataContentType = nonEmpty(v.Str)
 		case "time":
-			t, err := types.ParseTimestamp(v.Str)
-			ok = err == nil
-			ec.Time = t
+			// As types.ParseTimestamp, without allocating the timestamp on its own.
+			if v.Str != "" {
+				t, err := parseTime(v.Str)
+				ok = err == nil
+				d.time.Time = t
+				ec.Time = &d.time
+			}
 		case "data":
 			data = v
 		default:
@@ -138,7 +141,7 @@ func AppendJSON(b []byte, e *event.Event) ([]byte, error) {
 	}
 	if ec.Time != nil {
 		b = append(b, `,"time":"`...)
-		b = ec.Time.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+		b = jsonw.AppendTime(b, ec.Time.Time.UTC())
 		b = append(b, '"')
 	}
 	// As the SDK: JSON data is written as it is, unchecked.
