@@ -20,6 +20,14 @@ func TestAppendString(t *testing.T) {
 		}
 		cases = append(cases, s)
 	}
+	// Every byte value at every position of a plain string.
+	for c := range 256 {
+		for pos := range 20 {
+			b := []byte("abcdefghijklmnopqrst")
+			b[pos] = byte(c)
+			cases = append(cases, string(b))
+		}
+	}
 	for _, s := range cases {
 		want, err := json.Marshal(s)
 		if err != nil {
