@@ -489,6 +489,15 @@ func (c emitted) merge(o emitted) {
 type matched struct {
 	joins []joinMatch
 	cmds  []*trigger.Command
+	// slots hold the commands in cmds: a record's commands are encoded before the next record
+	// is matched and kept nowhere, so their memory is reused too.
+	slots []oneEventCommand
+}
+
+// slot returns room for one more command of this record.
+func (m *matched) slot() *oneEventCommand {
+	m.slots = append(m.slots, oneEventCommand{})
+	return &m.slots[len(m.slots)-1]
 }
 
 // match is stage 1 for one source record; it replaces out's contents. A record that is not a
@@ -497,7 +506,8 @@ func (st *stage) match(r *kgo.Record, out *matched) {
 	cfg := st.cfg
 	clear(out.joins) // let the previous record's events go
 	clear(out.cmds)
-	out.joins, out.cmds = out.joins[:0], out.cmds[:0]
+	clear(out.slots)
+	out.joins, out.cmds, out.slots = out.joins[:0], out.cmds[:0], out.slots[:0]
 	byEvent := st.idx.byEvent[r.Topic]
 	if byEvent == nil {
 		return
@@ -518,12 +528,12 @@ func (st *stage) match(r *kgo.Record, out *matched) {
 		if len(ref.dep.triggers) > 0 {
 			events := firedEvents{{dep: ref.dep.Name, e: e}}
 			for _, t := range ref.dep.triggers {
-				cmd, err := render(ref.sensor, t, events)
-				if err != nil {
+				c := out.slot()
+				if err := renderInto(&c.cmd, c.ref[:], ref.sensor, t, events); err != nil {
 					cfg.Logger.Error("sensor: cannot render trigger; not fired", "sensor", ref.sensor.name, "trigger", t.name, "eventID", e.ID(), "err", err)
 					continue
 				}
-				out.cmds = append(out.cmds, cmd)
+				out.cmds = append(out.cmds, &c.cmd)
 			}
 		}
 		if len(ref.dep.joins) == 0 {
@@ -724,24 +734,34 @@ func (f firedEvents) byDependency() map[string]*cloudevents.Event {
 	return m
 }
 
+// oneEventCommand is a command fired by one event, with room for its event reference: most
+// commands are.
+type oneEventCommand struct {
+	cmd trigger.Command
+	ref [1]trigger.EventRef
+}
+
 func render(s *compiled, t *compiledTrigger, events firedEvents) (*trigger.Command, error) {
-	typ, spec, err := t.renderSpec(events)
-	if err != nil {
+	if len(events) == 1 {
+		c := &oneEventCommand{}
+		if err := renderInto(&c.cmd, c.ref[:], s, t, events); err != nil {
+			return nil, err
+		}
+		return &c.cmd, nil
+	}
+	cmd := &trigger.Command{}
+	if err := renderInto(cmd, make([]trigger.EventRef, len(events)), s, t, events); err != nil {
 		return nil, err
 	}
-	// A command of one event and its reference are one allocation: most commands are.
-	var (
-		cmd  *trigger.Command
-		refs []trigger.EventRef
-	)
-	if len(events) == 1 {
-		one := &struct {
-			cmd trigger.Command
-			ref [1]trigger.EventRef
-		}{}
-		cmd, refs = &one.cmd, one.ref[:]
-	} else {
-		cmd, refs = &trigger.Command{}, make([]trigger.EventRef, len(events))
+	return cmd, nil
+}
+
+// renderInto renders the trigger's command for the events into cmd, with refs, one per event,
+// as its event references.
+func renderInto(cmd *trigger.Command, refs []trigger.EventRef, s *compiled, t *compiledTrigger, events firedEvents) error {
+	typ, spec, err := t.renderSpec(events)
+	if err != nil {
+		return err
 	}
 	for i, fe := range events {
 		e := fe.e
@@ -754,10 +774,10 @@ func render(s *compiled, t *compiledTrigger, events firedEvents) (*trigger.Comma
 	}
 	if t.dlq != nil {
 		if cmd.DLQ, err = render(s, t.dlq, events); err != nil {
-			return nil, fmt.Errorf("dlqTrigger: %w", err)
+			return fmt.Errorf("dlqTrigger: %w", err)
 		}
 	}
-	return cmd, nil
+	return nil
 }
 
 // renderSpec renders the trigger's type and command body for the events. A body that does not
