@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/prometheus/client_golang/prometheus"
@@ -172,6 +173,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	}
 	st := &stage{cfg: cfg, idx: idx, store: store, matchParts: matchParts}
+	commands := cfg.Topology.Commands()
 
 	for {
 		select {
@@ -216,9 +218,12 @@ func Run(ctx context.Context, cfg Config) error {
 		// rest is matched and joined, and flushed once: a round trip per batch, not per output.
 		// Any failure aborts the transaction, and the batch runs again.
 		// One promise for the batch, not a closure per record.
-		promise := func(_ *kgo.Record, err error) {
+		promise := func(rec *kgo.Record, err error) {
 			if err != nil {
 				fail(err)
+			}
+			if rec.Topic == commands {
+				recycleCommandRecord(rec)
 			}
 		}
 		emit := func(rec *kgo.Record) { sess.Produce(ctx, rec, promise) }
@@ -866,14 +871,16 @@ func (p *probeParams) Value(src *api.TriggerParameterSource) (*string, error) {
 }
 
 // commandRecord is cmd's record in topic: keyed by trigger, so that one trigger's commands keep
-// their order, with the command id in a header. The record and its header are one allocation,
-// and the key, the id and the value share one buffer: this runs for every command.
+// their order, with the command id in a header. The record, its header and one buffer for the
+// key, the id and the value come from a pool (see recycleCommandRecord): this runs for every
+// command, and was the sensor's largest allocation.
 func commandRecord(topic string, cmd *trigger.Command) *kgo.Record {
-	r := &struct {
-		rec     kgo.Record
-		headers [1]kgo.RecordHeader
-	}{}
-	buf := cmd.AppendKey(make([]byte, 0, len(cmd.Namespace)+len(cmd.Sensor)+len(cmd.Trigger)+2+len(cmd.ID)+cmd.JSONSize()))
+	r := commandRecords.Get().(*pooledCommandRecord)
+	size := len(cmd.Namespace) + len(cmd.Sensor) + len(cmd.Trigger) + 2 + len(cmd.ID) + cmd.JSONSize()
+	if cap(r.buf) < size {
+		r.buf = make([]byte, 0, size)
+	}
+	buf := cmd.AppendKey(r.buf[:0])
 	key := len(buf)
 	buf = append(buf, cmd.ID...)
 	id := len(buf)
@@ -881,7 +888,27 @@ func commandRecord(topic string, cmd *trigger.Command) *kgo.Record {
 	r.headers[0] = kgo.RecordHeader{Key: "kevents-command-id", Value: buf[key:id:id]}
 	// The creation time as the record's: the client would read the clock again.
 	r.rec = kgo.Record{Topic: topic, Key: buf[:key:key], Value: buf[id:], Headers: r.headers[:], Timestamp: cmd.CreatedAt}
+	r.buf = buf
 	return &r.rec
+}
+
+// pooledCommandRecord is a command record with its header and buffer. rec comes first: a
+// promise gets &rec, which is the address of the whole.
+type pooledCommandRecord struct {
+	rec     kgo.Record
+	headers [1]kgo.RecordHeader
+	buf     []byte
+}
+
+var commandRecords = sync.Pool{New: func() any { return new(pooledCommandRecord) }}
+
+// recycleCommandRecord returns a record commandRecord made to the pool. It must be called only
+// from the record's promise, once, and with nothing else holding the record: the client does
+// not touch a record after its promise (it reads what it needs before calling it).
+func recycleCommandRecord(rec *kgo.Record) {
+	r := (*pooledCommandRecord)(unsafe.Pointer(rec))
+	r.rec, r.headers = kgo.Record{}, [1]kgo.RecordHeader{}
+	commandRecords.Put(r)
 }
 
 // eventTime reads the time attribute of a CloudEvent in JSON format; zero when absent.

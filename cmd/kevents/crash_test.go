@@ -140,6 +140,10 @@ func TestCrashMidStream(t *testing.T) {
 		if err := json.Unmarshal(r.Value, &cmd); err != nil {
 			t.Fatalf("command: %v", err)
 		}
+		// The id header and the key come from the same buffer as the value (a pooled one).
+		if len(r.Headers) != 1 || string(r.Headers[0].Value) != cmd.ID || string(r.Key) != cmd.Key() {
+			t.Fatalf("command %s: headers %v, key %q; want its id and key", cmd.ID, r.Headers, r.Key)
+		}
 		if ids[cmd.ID] {
 			dups++
 		}
