@@ -398,7 +398,7 @@ func BenchmarkRestore(b *testing.B) {
 	for i := 0; i < keys; i++ {
 		st := joinState{Namespace: "default", Sensor: "join", Trigger: "t", First: time.Now(),
 			Events: map[string]json.RawMessage{"a": json.RawMessage(ev)}}
-		rec := stateRecord(env.topo.State(), 0, []byte(joinKey("default", "join", "t", fmt.Sprintf("p%d", i))), &st)
+		rec := stateRecord(env.topo.State(), 0, joinKey("default", "join", "t", fmt.Sprintf("p%d", i)), &st)
 		wg.Add(1)
 		env.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
 			if err != nil {
@@ -474,7 +474,7 @@ func BenchmarkStage(b *testing.B) {
 			if len(out.cmds) != 1 {
 				b.Fatalf("%d commands, want 1", len(out.cmds))
 			}
-			recycleCommandRecord(commandRecord(commands, out.cmds[0])) // as its promise does
+			recyclePooledRecord(commandRecord(commands, out.cmds[0])) // as its promise does
 		}
 	})
 	b.Run("and-join", func(b *testing.B) {
@@ -494,11 +494,13 @@ func BenchmarkStage(b *testing.B) {
 				}
 				if cmd != nil {
 					fired++
-					recycleCommandRecord(commandRecord(commands, cmd))
+					recyclePooledRecord(commandRecord(commands, cmd))
 				}
 				// As a member owning every partition joins, without the matches topic; as if
 				// every match were a batch of its own: the state write is never saved.
-				_ = st.store.stateRecords(topo.State(), 0)
+				for _, r := range st.store.stateRecords(topo.State(), 0) {
+					recyclePooledRecord(r)
+				}
 			}
 		}
 		if fired == 0 {

@@ -173,7 +173,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	}
 	st := &stage{cfg: cfg, idx: idx, store: store, matchParts: matchParts}
-	commands := cfg.Topology.Commands()
+	commands, state := cfg.Topology.Commands(), cfg.Topology.State()
 
 	for {
 		select {
@@ -222,8 +222,8 @@ func Run(ctx context.Context, cfg Config) error {
 			if err != nil {
 				fail(err)
 			}
-			if rec.Topic == commands {
-				recycleCommandRecord(rec)
+			if rec.Topic == commands || rec.Topic == state {
+				recyclePooledRecord(rec)
 			}
 		}
 		emit := func(rec *kgo.Record) { sess.Produce(ctx, rec, promise) }
@@ -871,44 +871,51 @@ func (p *probeParams) Value(src *api.TriggerParameterSource) (*string, error) {
 }
 
 // commandRecord is cmd's record in topic: keyed by trigger, so that one trigger's commands keep
-// their order, with the command id in a header. The record, its header and one buffer for the
-// key, the id and the value come from a pool (see recycleCommandRecord): this runs for every
-// command, and was the sensor's largest allocation.
+// their order, with the command id in a header. It is a pooled record (see pooledRecord): this
+// runs for every command, and was the sensor's largest allocation.
 func commandRecord(topic string, cmd *trigger.Command) *kgo.Record {
-	r := commandRecords.Get().(*pooledCommandRecord)
-	size := len(cmd.Namespace) + len(cmd.Sensor) + len(cmd.Trigger) + 2 + len(cmd.ID) + cmd.JSONSize()
-	if cap(r.buf) < size {
-		r.buf = make([]byte, 0, size)
-	}
-	buf := cmd.AppendKey(r.buf[:0])
+	r, buf := newPooledRecord(len(cmd.Namespace) + len(cmd.Sensor) + len(cmd.Trigger) + 2 + len(cmd.ID) + cmd.JSONSize())
+	buf = cmd.AppendKey(buf)
 	key := len(buf)
 	buf = append(buf, cmd.ID...)
 	id := len(buf)
 	buf = cmd.AppendJSON(buf)
 	r.headers[0] = kgo.RecordHeader{Key: "kevents-command-id", Value: buf[key:id:id]}
 	// The creation time as the record's: the client would read the clock again.
-	r.rec = kgo.Record{Topic: topic, Key: buf[:key:key], Value: buf[id:], Headers: r.headers[:], Timestamp: cmd.CreatedAt}
+	r.rec = kgo.Record{Topic: topic, Key: buf[:key:key], Value: buf[id:], Headers: r.headers[:1], Timestamp: cmd.CreatedAt}
 	r.buf = buf
 	return &r.rec
 }
 
-// pooledCommandRecord is a command record with its header and buffer. rec comes first: a
-// promise gets &rec, which is the address of the whole.
-type pooledCommandRecord struct {
+// pooledRecord is a record the stage produces for nearly every event (a command, a join state)
+// with room for its headers and one buffer for its key, header values and value. They come
+// from a pool and go back to it from the batch's promise (recyclePooledRecord). rec comes
+// first: a promise gets &rec, which is the address of the whole.
+type pooledRecord struct {
 	rec     kgo.Record
-	headers [1]kgo.RecordHeader
+	headers [3]kgo.RecordHeader
 	buf     []byte
 }
 
-var commandRecords = sync.Pool{New: func() any { return new(pooledCommandRecord) }}
+var pooledRecords = sync.Pool{New: func() any { return new(pooledRecord) }}
 
-// recycleCommandRecord returns a record commandRecord made to the pool. It must be called only
-// from the record's promise, once, and with nothing else holding the record: the client does
-// not touch a record after its promise (it reads what it needs before calling it).
-func recycleCommandRecord(rec *kgo.Record) {
-	r := (*pooledCommandRecord)(unsafe.Pointer(rec))
-	r.rec, r.headers = kgo.Record{}, [1]kgo.RecordHeader{}
-	commandRecords.Put(r)
+// newPooledRecord returns a record from the pool and its empty buffer, of at least size bytes;
+// the caller stores the filled buffer back in r.buf.
+func newPooledRecord(size int) (r *pooledRecord, buf []byte) {
+	r = pooledRecords.Get().(*pooledRecord)
+	if cap(r.buf) < size {
+		r.buf = make([]byte, 0, size)
+	}
+	return r, r.buf[:0]
+}
+
+// recyclePooledRecord returns a record newPooledRecord made to the pool. It must be called
+// only from the record's promise, once, and with nothing else holding the record: the client
+// does not touch a record after its promise (it reads what it needs before calling it).
+func recyclePooledRecord(rec *kgo.Record) {
+	r := (*pooledRecord)(unsafe.Pointer(rec))
+	r.rec, r.headers = kgo.Record{}, [3]kgo.RecordHeader{}
+	pooledRecords.Put(r)
 }
 
 // eventTime reads the time attribute of a CloudEvent in JSON format; zero when absent.

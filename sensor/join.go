@@ -176,22 +176,23 @@ func (s *joinState) withEvents(events map[string]json.RawMessage) *joinState {
 }
 
 // stateRecord is the state topic record for key in partition p: the state, or a tombstone when
-// st is nil.
-// A join writes one for nearly every event, so the record and its headers are one allocation,
-// and the header values and the value share one buffer.
-func stateRecord(topic string, p int32, key []byte, st *joinState) *kgo.Record {
+// st is nil. A join writes one for nearly every event: it is a pooled record (see pooledRecord).
+func stateRecord(topic string, p int32, key string, st *joinState) *kgo.Record {
+	size := len(key)
+	if st != nil {
+		size += 256 + len(st.Namespace) + len(st.Sensor) + len(st.Trigger) + 2*len(st.Deps)
+		for d, e := range st.Events {
+			size += len(d) + len(e) + 4
+		}
+	}
+	r, buf := newPooledRecord(size)
+	buf = append(buf, key...)
+	k := len(buf)
 	if st == nil {
-		return &kgo.Record{Topic: topic, Partition: p, Key: key}
+		r.rec = kgo.Record{Topic: topic, Partition: p, Key: buf[:k:k]}
+		r.buf = buf
+		return &r.rec
 	}
-	r := &struct {
-		rec     kgo.Record
-		headers [3]kgo.RecordHeader
-	}{}
-	size := 256 + len(st.Namespace) + len(st.Sensor) + len(st.Trigger) + 2*len(st.Deps)
-	for d, e := range st.Events {
-		size += len(d) + len(e) + 4
-	}
-	buf := make([]byte, 0, size)
 	buf = append(append(append(append(append(buf, st.Namespace...), '/'), st.Sensor...), '/'), st.Trigger...)
 	trigger := len(buf)
 	buf = strconv.AppendInt(buf, st.First.UnixNano(), 10)
@@ -200,11 +201,12 @@ func stateRecord(topic string, p int32, key []byte, st *joinState) *kgo.Record {
 	deps := len(buf)
 	buf = st.appendJSON(buf)
 	r.headers = [3]kgo.RecordHeader{
-		{Key: headerTrigger, Value: buf[:trigger:trigger]},
+		{Key: headerTrigger, Value: buf[k:trigger:trigger]},
 		{Key: headerFirst, Value: buf[trigger:first:first]},
 		{Key: headerDeps, Value: buf[first:deps:deps]},
 	}
-	r.rec = kgo.Record{Topic: topic, Partition: p, Key: key, Value: buf[deps:], Headers: r.headers[:]}
+	r.rec = kgo.Record{Topic: topic, Partition: p, Key: buf[:k:k], Value: buf[deps:], Headers: r.headers[:]}
+	r.buf = buf
 	return &r.rec
 }
 
@@ -366,7 +368,7 @@ func (s *joinStore) stateRecords(topic string, p int32) []*kgo.Record {
 				continue
 			}
 		}
-		out = append(out, stateRecord(topic, p, []byte(key), st))
+		out = append(out, stateRecord(topic, p, key, st))
 	}
 	return out
 }
@@ -498,7 +500,7 @@ func (s *joinStore) expire(stateTopic string, triggerOf func(*joinState) *compil
 				continue
 			}
 			s.put(p, key, nil)
-			out = append(out, stateRecord(stateTopic, p, []byte(key), nil))
+			out = append(out, stateRecord(stateTopic, p, key, nil))
 		}
 	}
 	return out

@@ -118,7 +118,7 @@ func TestStateRecordRoundTrip(t *testing.T) {
 	first := time.Date(2026, 11, 21, 10, 0, 0, 123, time.UTC)
 	in := &joinState{Namespace: "ns", Sensor: "s", Trigger: "t", First: first,
 		Events: map[string]json.RawMessage{"a": json.RawMessage(`{"id":"1"}`)}}
-	rec := stateRecord("state", 3, []byte("ns/s/t/k"), in)
+	rec := stateRecord("state", 3, "ns/s/t/k", in)
 	if rec.Partition != 3 || len(rec.Headers) != 3 {
 		t.Fatalf("record %+v", rec)
 	}
@@ -136,7 +136,7 @@ func TestStateRecordRoundTrip(t *testing.T) {
 	if c := got.withEvents(events); c.raw != nil || string(c.Events["a"]) != `{"id":"1"}` || c.First != got.First {
 		t.Fatalf("copy %+v; want the decoded events and no record", c)
 	}
-	tomb := stateRecord("state", 3, []byte("k"), nil)
+	tomb := stateRecord("state", 3, "k", nil)
 	if tomb.Value != nil || tomb.Partition != 3 {
 		t.Errorf("tombstone %+v", tomb)
 	}

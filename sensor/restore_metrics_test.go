@@ -44,7 +44,7 @@ func TestRestoreMetrics(t *testing.T) {
 	}
 	produce := func(key string, st *joinState) {
 		t.Helper()
-		if err := cl.ProduceSync(ctx, stateRecord(topo.State(), 0, []byte(key), st)).FirstErr(); err != nil {
+		if err := cl.ProduceSync(ctx, stateRecord(topo.State(), 0, key, st)).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
 	}
