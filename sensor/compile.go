@@ -63,6 +63,9 @@ type compiledTrigger struct {
 	deps string
 	// static is the command body, when it does not depend on the events.
 	static staticSpec
+	// renderer renders the template without trigger-level parameters, which could change its
+	// type.
+	renderer trigger.Renderer
 }
 
 // Check loads a sensor as the pool would and returns every reason it cannot run, naming the
@@ -110,6 +113,8 @@ func compile(s *api.Sensor) (*compiled, error) {
 		ct := &compiledTrigger{def: t, name: t.Template.Name}
 		if err := trigger.Check(t.Template); err != nil {
 			errs = append(errs, fmt.Errorf("%s.template: %w", path, err))
+		} else {
+			ct.renderer, _ = trigger.NewRenderer(t.Template) // Check looked the type up
 		}
 		for i, r := range t.Template.ConditionsReset {
 			sched, err := compileReset(r)
@@ -251,7 +256,8 @@ func compileDLQ(d *api.Trigger) (*compiledTrigger, error) {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("retryStrategy: %w", err))
 	}
-	return &compiledTrigger{def: *d, name: d.Template.Name, retry: retry}, errors.Join(errs...)
+	renderer, _ := trigger.NewRenderer(d.Template) // the zero Renderer when Check failed
+	return &compiledTrigger{def: *d, name: d.Template.Name, retry: retry, renderer: renderer}, errors.Join(errs...)
 }
 
 // resetParser reads conditionsReset crons as Argo does: five fields, no seconds.

@@ -789,17 +789,18 @@ func renderInto(cmd *trigger.Command, refs []trigger.EventRef, s *compiled, t *c
 // depend on the events is rendered once and shared (see staticSpec).
 func (t *compiledTrigger) renderSpec(events firedEvents) (string, json.RawMessage, error) {
 	if len(t.def.Parameters) == 0 {
-		t.static.once.Do(func() { t.static.probe(t.def.Template, events.byDependency()) })
+		t.static.once.Do(func() { t.static.probe(t.renderer, t.def.Template, events.byDependency()) })
 		if t.static.ok {
 			return t.static.typ, t.static.spec, nil
 		}
 	}
 	byDep := events.byDependency()
-	return renderTemplate(t.def.Template, t.def.Parameters, byDep, params(byDep))
+	return renderTemplate(t.renderer, t.def.Template, t.def.Parameters, byDep, params(byDep))
 }
 
-// renderTemplate applies the trigger-level parameters to tmpl, then renders it by its type.
-func renderTemplate(tmpl *api.TriggerTemplate, parameters []api.TriggerParameter, events map[string]*cloudevents.Event, p trigger.Params) (string, json.RawMessage, error) {
+// renderTemplate applies the trigger-level parameters to tmpl, then renders it by its type:
+// with r, tmpl's renderer, when there are none.
+func renderTemplate(r trigger.Renderer, tmpl *api.TriggerTemplate, parameters []api.TriggerParameter, events map[string]*cloudevents.Event, p trigger.Params) (string, json.RawMessage, error) {
 	if len(parameters) > 0 {
 		doc, err := json.Marshal(tmpl)
 		if err != nil {
@@ -812,10 +813,11 @@ func renderTemplate(tmpl *api.TriggerTemplate, parameters []api.TriggerParameter
 		if err := json.Unmarshal(doc, tmpl); err != nil {
 			return "", nil, fmt.Errorf("parameters: result is not a trigger template: %w", err)
 		}
+		r = trigger.Renderer{}
 	}
 	// A copy: the template is shared by the goroutines of stage 1.
 	own := *tmpl
-	return trigger.Render(trigger.RenderInput{Template: &own, Events: events, Params: p})
+	return r.Render(trigger.RenderInput{Template: &own, Events: events, Params: p})
 }
 
 // staticSpec holds a trigger's command body when it is the same whatever the events: most
@@ -830,14 +832,14 @@ type staticSpec struct {
 	spec json.RawMessage
 }
 
-func (st *staticSpec) probe(tmpl *api.TriggerTemplate, events map[string]*cloudevents.Event) {
+func (st *staticSpec) probe(r trigger.Renderer, tmpl *api.TriggerTemplate, events map[string]*cloudevents.Event) {
 	with := &probeParams{params: params(events)}
-	typ, spec, err := renderTemplate(tmpl, nil, events, with)
+	typ, spec, err := renderTemplate(r, tmpl, nil, events, with)
 	if err != nil || with.used {
 		return
 	}
 	without := &probeParams{params: params{}}
-	typ2, spec2, err := renderTemplate(tmpl, nil, nil, without)
+	typ2, spec2, err := renderTemplate(r, tmpl, nil, nil, without)
 	if err != nil || without.used || typ2 != typ || !bytes.Equal(spec2, spec) {
 		return
 	}

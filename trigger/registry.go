@@ -94,16 +94,41 @@ func Check(t *api.TriggerTemplate) error {
 
 // Render renders the command spec of a template and returns its type.
 func Render(in RenderInput) (string, json.RawMessage, error) {
-	typ, err := in.Template.Type()
+	r, err := NewRenderer(in.Template)
 	if err != nil {
 		return "", nil, err
+	}
+	return r.Render(in)
+}
+
+// A Renderer renders the commands of one trigger template, with the template's type and
+// renderer looked up once: Render finds the type by reflection over the template on every call.
+type Renderer struct {
+	typ    string
+	render func(RenderInput) (json.RawMessage, error)
+}
+
+// NewRenderer looks up tmpl's type and renderer.
+func NewRenderer(tmpl *api.TriggerTemplate) (Renderer, error) {
+	typ, err := tmpl.Type()
+	if err != nil {
+		return Renderer{}, err
 	}
 	e, err := types.Lookup(typ)
 	if err != nil {
-		return "", nil, err
+		return Renderer{}, err
 	}
-	spec, err := e.Spec.Render(in)
-	return typ, spec, err
+	return Renderer{typ: typ, render: e.Spec.Render}, nil
+}
+
+// Render is Render for in, whose template is the one the Renderer was made for or a copy of
+// it. The zero Renderer looks the type up, as Render does.
+func (r Renderer) Render(in RenderInput) (string, json.RawMessage, error) {
+	if r.render == nil {
+		return Render(in)
+	}
+	spec, err := r.render(in)
+	return r.typ, spec, err
 }
 
 // newExecutors builds one executor per registered type.
