@@ -222,6 +222,8 @@ func Run(ctx context.Context, cfg Config) error {
 			if err != nil {
 				fail(err)
 			}
+			// Every record of these two topics comes from newPooledRecord (commandRecord,
+			// stateRecord), and the client is done with it.
 			if rec.Topic == commands || rec.Topic == state {
 				recyclePooledRecord(rec)
 			}
