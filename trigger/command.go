@@ -127,7 +127,7 @@ func (c *Command) JSONSize() int {
 	for _, e := range c.Events {
 		n += 110 + len(e.Dependency) + len(e.ID) + len(e.EventSource) + len(e.EventName)
 	}
-	if c.Retry != nil || c.RateLimit != nil || len(c.AllowStatus) > 0 || c.LabelPolicy != nil {
+	if c.hasOptional() {
 		n += 256
 	}
 	if c.DLQ != nil {
@@ -182,7 +182,7 @@ func (c *Command) AppendJSON(b []byte) []byte {
 		b = append(b, c.Spec...)
 	}
 	// The optional parts are small and rare: encoding/json is fine for them.
-	if c.Retry != nil || c.RateLimit != nil || len(c.AllowStatus) > 0 || c.LabelPolicy != nil {
+	if c.hasOptional() {
 		b = c.appendOptionalJSON(b)
 	}
 	if c.DLQ != nil {
@@ -192,6 +192,11 @@ func (c *Command) AppendJSON(b []byte) []byte {
 	b = append(b, `,"createdAt":"`...)
 	b = jsonw.AppendTime(b, c.CreatedAt)
 	return append(b, '"', '}')
+}
+
+// hasOptional reports whether the command has a retry, rate limit, statuses or label policy.
+func (c *Command) hasOptional() bool {
+	return c.Retry != nil || c.RateLimit != nil || len(c.AllowStatus) > 0 || c.LabelPolicy != nil
 }
 
 func (c *Command) appendOptionalJSON(b []byte) []byte {
