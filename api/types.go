@@ -223,6 +223,10 @@ type Trigger struct {
 // TriggerExtensions are what kevents adds to a trigger.
 type TriggerExtensions struct {
 	Correlation *Correlation `json:"correlation,omitempty"`
+	// Ordered runs the trigger's commands one after another, in the order the sensor emitted
+	// them, on one executor member at a time. Without it a trigger's commands spread over the
+	// commands partitions and run concurrently, as Argo's sensors run them.
+	Ordered bool `json:"ordered,omitempty"`
 }
 
 // Correlation makes a trigger's condition hold per correlation value instead of once for all

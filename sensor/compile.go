@@ -52,8 +52,10 @@ type compiledTrigger struct {
 	window time.Duration
 	// resets are the conditionsReset schedules: a key whose first event precedes a reset time
 	// that has passed starts over.
-	resets      []cron.Schedule
-	rateLimit   *trigger.RateLimit
+	resets    []cron.Schedule
+	rateLimit *trigger.RateLimit
+	// ordered commands are keyed by trigger, to run in order on one member (trigger.Ordered).
+	ordered     bool
 	allowStatus []int
 	labelPolicy *trigger.LabelPolicy
 	// dlq is the dlqTrigger, rendered with the same events into every command of this trigger.
@@ -110,7 +112,7 @@ func compile(s *api.Sensor) (*compiled, error) {
 			continue // api.Validate reported it
 		}
 		path += " (" + t.Template.Name + ")"
-		ct := &compiledTrigger{def: t, name: t.Template.Name}
+		ct := &compiledTrigger{def: t, name: t.Template.Name, ordered: trigger.Ordered(&t)}
 		if err := trigger.Check(t.Template); err != nil {
 			errs = append(errs, fmt.Errorf("%s.template: %w", path, err))
 		} else {
@@ -257,7 +259,7 @@ func compileDLQ(d *api.Trigger) (*compiledTrigger, error) {
 		errs = append(errs, fmt.Errorf("retryStrategy: %w", err))
 	}
 	renderer, _ := trigger.NewRenderer(d.Template) // the zero Renderer when Check failed
-	return &compiledTrigger{def: *d, name: d.Template.Name, retry: retry, renderer: renderer}, errors.Join(errs...)
+	return &compiledTrigger{def: *d, name: d.Template.Name, retry: retry, renderer: renderer, ordered: trigger.Ordered(d)}, errors.Join(errs...)
 }
 
 // resetParser reads conditionsReset crons as Argo does: five fields, no seconds.

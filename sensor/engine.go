@@ -777,7 +777,7 @@ func renderInto(cmd *trigger.Command, refs []trigger.EventRef, s *compiled, t *c
 	*cmd = trigger.Command{
 		ID:        trigger.CommandID(s.namespace, s.name, t.name, refs),
 		Namespace: s.namespace, Sensor: s.name, Trigger: t.name, Type: typ,
-		Events: refs, Spec: spec, Retry: t.retry, RateLimit: t.rateLimit, AllowStatus: t.allowStatus, LabelPolicy: t.labelPolicy, CreatedAt: time.Now().UTC(),
+		Events: refs, Spec: spec, Retry: t.retry, RateLimit: t.rateLimit, AllowStatus: t.allowStatus, LabelPolicy: t.labelPolicy, Ordered: t.ordered, CreatedAt: time.Now().UTC(),
 	}
 	if t.dlq != nil {
 		if cmd.DLQ, err = render(s, t.dlq, events); err != nil {
@@ -874,11 +874,12 @@ func (p *probeParams) Value(src *api.TriggerParameterSource) (*string, error) {
 	return p.params.Value(src)
 }
 
-// commandRecord is cmd's record in topic: keyed by trigger, so that one trigger's commands keep
-// their order, with the command id in a header. It is a pooled record (see pooledRecord): this
+// commandRecord is cmd's record in topic: keyed as Command.Key says (by trigger when ordered,
+// else by id), with the command id in a header. It is a pooled record (see pooledRecord): this
 // runs for every command, and was the sensor's largest allocation.
 func commandRecord(topic string, cmd *trigger.Command) *kgo.Record {
-	r, buf := newPooledRecord(len(cmd.Namespace) + len(cmd.Sensor) + len(cmd.Trigger) + 2 + len(cmd.ID) + cmd.JSONSize())
+	// Room for either key, the id header and the value.
+	r, buf := newPooledRecord(len(cmd.Namespace) + len(cmd.Sensor) + len(cmd.Trigger) + 2 + 2*len(cmd.ID) + cmd.JSONSize())
 	buf = cmd.AppendKey(buf)
 	key := len(buf)
 	buf = append(buf, cmd.ID...)

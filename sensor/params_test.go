@@ -465,8 +465,9 @@ spec:
 	}
 }
 
-// TestCommandRecord checks the record a command is produced as: keyed by its trigger, stamped
-// with its creation time, its id in the kevents-command-id header, and its JSON as the value.
+// TestCommandRecord checks the record a command is produced as: keyed by its id (by its trigger
+// when ordered), stamped with its creation time, its id in the kevents-command-id header, and
+// its JSON as the value.
 func TestCommandRecord(t *testing.T) {
 	cmd := &trigger.Command{ID: "0123abcd", Namespace: "ns", Sensor: "s", Trigger: "t", Type: "log", Spec: json.RawMessage(`{"a":1}`),
 		Events: []trigger.EventRef{{Dependency: "d", ID: "e1", EventSource: "src", EventName: "e"}}, CreatedAt: time.Date(2026, 12, 6, 1, 2, 3, 0, time.UTC)}
@@ -474,8 +475,13 @@ func TestCommandRecord(t *testing.T) {
 	if !rec.Timestamp.Equal(cmd.CreatedAt) {
 		t.Errorf("timestamp %v; want the command's creation time %v", rec.Timestamp, cmd.CreatedAt)
 	}
-	if rec.Topic != "kevents.commands" || string(rec.Key) != "ns/s/t" {
-		t.Errorf("topic %q key %q; want kevents.commands, ns/s/t", rec.Topic, rec.Key)
+	if rec.Topic != "kevents.commands" || string(rec.Key) != cmd.ID {
+		t.Errorf("topic %q key %q; want kevents.commands, %s", rec.Topic, rec.Key, cmd.ID)
+	}
+	ordered := *cmd
+	ordered.Ordered = true
+	if k := commandRecord("kevents.commands", &ordered).Key; string(k) != "ns/s/t" {
+		t.Errorf("ordered command key %q; want its trigger, ns/s/t", k)
 	}
 	if len(rec.Headers) != 1 || rec.Headers[0].Key != "kevents-command-id" || string(rec.Headers[0].Value) != cmd.ID {
 		t.Errorf("headers %+v; want kevents-command-id: %s", rec.Headers, cmd.ID)

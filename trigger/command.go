@@ -35,6 +35,8 @@ type Command struct {
 	AllowStatus []int `json:"allowStatus,omitempty"`
 	// LabelPolicy is Argo's policy.k8s, for the k8s and argoWorkflow types.
 	LabelPolicy *LabelPolicy `json:"labelPolicy,omitempty"`
+	// Ordered commands are keyed by their trigger (see Key and Ordered).
+	Ordered bool `json:"ordered,omitempty"`
 	// DLQ is the trigger's dlqTrigger, rendered from the same events: the executor issues it as
 	// a command of its own when this one fails after its retries.
 	DLQ       *Command  `json:"dlq,omitempty"`
@@ -90,12 +92,26 @@ func (r *Retry) jittered(wait time.Duration) time.Duration {
 	return wait + time.Duration(rand.Float64()*r.Jitter*float64(wait))
 }
 
-// Key is the Kafka record key of a command: commands of one trigger share a partition so the
-// executor runs them in order.
+// Key is the Kafka record key of a command, and the executor's unit of order: commands with one
+// key run one after another. An ordered command is keyed by its trigger (TriggerPath), so the
+// trigger's commands share a partition and one member runs them in order. Any other command is
+// keyed by its id: a busy trigger's commands spread over the partitions and members and run
+// concurrently, and a redelivered command still lands in the partition of its first delivery,
+// where the executor knows whether it finished.
 func (c *Command) Key() string { return string(c.AppendKey(nil)) }
 
 // AppendKey appends the command's record key, Key, to b.
 func (c *Command) AppendKey(b []byte) []byte {
+	if !c.Ordered {
+		return append(b, c.ID...)
+	}
+	return c.appendTriggerPath(b)
+}
+
+// TriggerPath names the command's trigger: "<namespace>/<sensor>/<trigger>".
+func (c *Command) TriggerPath() string { return string(c.appendTriggerPath(nil)) }
+
+func (c *Command) appendTriggerPath(b []byte) []byte {
 	return append(append(append(append(append(b, c.Namespace...), '/'), c.Sensor...), '/'), c.Trigger...)
 }
 
@@ -129,6 +145,9 @@ func (c *Command) JSONSize() int {
 	}
 	if c.hasOptional() {
 		n += 256
+	}
+	if c.Ordered {
+		n += len(`,"ordered":true`)
 	}
 	if c.DLQ != nil {
 		n += 8 + c.DLQ.JSONSize()
@@ -184,6 +203,9 @@ func (c *Command) AppendJSON(b []byte) []byte {
 	// The optional parts are small and rare: encoding/json is fine for them.
 	if c.hasOptional() {
 		b = c.appendOptionalJSON(b)
+	}
+	if c.Ordered {
+		b = append(b, `,"ordered":true`...)
 	}
 	if c.DLQ != nil {
 		b = append(b, `,"dlq":`...)

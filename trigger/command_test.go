@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/kevents/kevents/api"
 )
 
 // TestCommandAppendJSON holds the hand-written command encoding to json.Marshal's: both decode
@@ -17,7 +19,7 @@ func TestCommandAppendJSON(t *testing.T) {
 		Retry:     &Retry{Steps: 3, Duration: time.Second, Factor: 1.5},
 		RateLimit: &RateLimit{Requests: 2, Per: time.Minute}, AllowStatus: []int{200, 404},
 		LabelPolicy: &LabelPolicy{Labels: map[string]string{"a": "b"}, Backoff: Retry{Steps: 2, Duration: time.Millisecond, Factor: 2}},
-		CreatedAt:   at}
+		Ordered:     true, CreatedAt: at}
 	withDLQ := *full
 	withDLQ.DLQ = &Command{ID: "dlq", Type: "log", Spec: json.RawMessage(`{}`), CreatedAt: at}
 	for name, c := range map[string]*Command{"minimal": {ID: "x", Spec: json.RawMessage(`{}`)}, "no spec": {ID: "x"}, "full": full, "with a dlq": &withDLQ} {
@@ -62,5 +64,55 @@ func TestRetryJitter(t *testing.T) {
 	}
 	if w := (&Retry{}).jittered(time.Second); w != time.Second {
 		t.Errorf("no jitter: %v", w)
+	}
+}
+
+// TestOrdered: a trigger's commands are ordered, keyed by trigger, exactly when the user asks,
+// it has a rate limit, or its type keeps the trigger's state in the executor's memory; any other
+// trigger's commands are keyed by id.
+func TestOrdered(t *testing.T) {
+	token := &api.SecretKeySelector{Name: "slack", Key: "token"}
+	slack := func(s api.SlackTrigger) *api.TriggerTemplate {
+		s.SlackToken, s.Channel, s.Message = token, "general", "hi"
+		return &api.TriggerTemplate{Name: "t", Slack: &s}
+	}
+	param := func(dest string) []api.TriggerParameter {
+		return []api.TriggerParameter{{Src: &api.TriggerParameterSource{DependencyName: "d", DataKey: "body.x"}, Dest: dest}}
+	}
+	for _, c := range []struct {
+		name string
+		tr   api.Trigger
+		want bool
+	}{
+		{"http", api.Trigger{Template: &api.TriggerTemplate{Name: "t", HTTP: &api.HTTPTrigger{URL: "http://x"}}}, false},
+		{"kevents.ordered", api.Trigger{Template: &api.TriggerTemplate{Name: "t", HTTP: &api.HTTPTrigger{URL: "http://x"}}, Kevents: &api.TriggerExtensions{Ordered: true}}, true},
+		{"rateLimit", api.Trigger{Template: &api.TriggerTemplate{Name: "t", HTTP: &api.HTTPTrigger{URL: "http://x"}}, RateLimit: &api.RateLimit{Unit: "Second", RequestsPerUnit: 1}}, true},
+		{"log", api.Trigger{Template: &api.TriggerTemplate{Name: "t", Log: &api.LogTrigger{}}}, false},
+		{"log intervalSeconds", api.Trigger{Template: &api.TriggerTemplate{Name: "t", Log: &api.LogTrigger{IntervalSeconds: 5}}}, true},
+		{"log intervalSeconds from a parameter", api.Trigger{Template: &api.TriggerTemplate{Name: "t", Log: &api.LogTrigger{}}, Parameters: param("log.intervalSeconds")}, true},
+		{"slack", api.Trigger{Template: slack(api.SlackTrigger{})}, false},
+		{"slack with a parameter elsewhere", api.Trigger{Template: slack(api.SlackTrigger{Parameters: param("message")})}, false},
+		{"slack thread", api.Trigger{Template: slack(api.SlackTrigger{Thread: &api.SlackThread{MessageAggregationKey: "build"}})}, true},
+		{"slack thread from a slack parameter", api.Trigger{Template: slack(api.SlackTrigger{Parameters: param("thread.messageAggregationKey")})}, true},
+		{"slack thread from a trigger parameter", api.Trigger{Template: slack(api.SlackTrigger{}), Parameters: param("slack.thread")}, true},
+	} {
+		if got := Ordered(&c.tr); got != c.want {
+			t.Errorf("%s: Ordered = %v; want %v", c.name, got, c.want)
+		}
+		if err := Check(c.tr.Template); err != nil {
+			t.Errorf("%s: the template is not valid: %v", c.name, err)
+		}
+	}
+}
+
+// TestCommandKey: an ordered command is keyed by its trigger, any other by its id.
+func TestCommandKey(t *testing.T) {
+	c := Command{ID: "0a1b", Namespace: "ns", Sensor: "s", Trigger: "t"}
+	if k := c.Key(); k != "0a1b" {
+		t.Errorf("key %q; want the id 0a1b", k)
+	}
+	c.Ordered = true
+	if k := c.Key(); k != "ns/s/t" || c.TriggerPath() != "ns/s/t" {
+		t.Errorf("ordered key %q, trigger path %q; want ns/s/t", k, c.TriggerPath())
 	}
 }

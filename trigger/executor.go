@@ -60,8 +60,9 @@ type Outcome struct {
 // RunExecutor consumes the commands topic as a member of the executor pool until ctx ends.
 //
 // Contract:
-//   - Commands with the same key (one trigger) run in order; different keys run concurrently, up
-//     to cfg.Concurrency at once. A command waiting for its retry holds up its own key only.
+//   - Commands with the same key (the commands of one ordered trigger, see Command.Key) run in
+//     order; different keys run concurrently, up to cfg.Concurrency at once. A command waiting
+//     for its retry holds up its own key only.
 //   - Every finished command's outcome is written to the executed topic, keyed by command id, in
 //     the partition of the command. A member that is assigned commands partition i first reads
 //     executed partition i and skips every command recorded there: redelivery after a crash or
@@ -171,7 +172,7 @@ type pool struct {
 	parts    map[int32]*partition
 	keys     map[string]*keyQueue
 	inflight int
-	limiters map[string]*rate.Limiter // by command key, for triggers with a rateLimit
+	limiters map[string]*rate.Limiter // by trigger (TriggerPath), for triggers with a rateLimit
 }
 
 // partition tracks the offsets of one commands partition this member owns.
@@ -494,8 +495,8 @@ func (p *pool) execute(j *job) (int, error) {
 }
 
 // limiter returns the rate limiter of a command's trigger, or nil when it has no rateLimit. Each
-// member limits the commands it runs; one trigger's commands all go to one partition, so to one
-// member at a time.
+// member limits the commands it runs; a rate-limited trigger's commands are ordered (see
+// Ordered), so they all go to one partition, so to one member at a time.
 func (p *pool) limiter(cmd *Command) *rate.Limiter {
 	rl := cmd.RateLimit
 	if rl == nil || rl.Requests <= 0 || rl.Per <= 0 {
@@ -504,10 +505,10 @@ func (p *pool) limiter(cmd *Command) *rate.Limiter {
 	every := rate.Every(rl.Per / time.Duration(rl.Requests))
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	l := p.limiters[cmd.Key()]
+	l := p.limiters[cmd.TriggerPath()]
 	if l == nil || l.Limit() != every {
 		l = rate.NewLimiter(every, 1) // no bursts beyond the rate
-		p.limiters[cmd.Key()] = l
+		p.limiters[cmd.TriggerPath()] = l
 	}
 	return l
 }

@@ -15,15 +15,23 @@ import (
 )
 
 // BenchmarkExecutor measures commands/s through the pool to a local HTTP sink, spread over 256
-// triggers (keys), at several concurrency limits, and the added latency from command produced to
-// sink reached; "one-key-failing" adds a trigger whose target always fails with retries.
+// ordered triggers (keys), at several concurrency limits, and the added latency from command
+// produced to sink reached; "one-key-failing" adds a trigger whose target always fails with
+// retries; "one-trigger-unordered" sends every command for one trigger that is not ordered, so
+// each command is its own key.
 func BenchmarkExecutor(b *testing.B) {
-	const n, keys = 20000, 256
+	const n = 20000
 	for _, c := range []struct {
 		name        string
 		concurrency int
 		failing     bool
-	}{{"concurrency=1", 1, false}, {"concurrency=16", 16, false}, {"concurrency=256", 256, false}, {"concurrency=16/one-key-failing", 16, true}} {
+		triggers    int
+		ordered     bool
+	}{
+		{"concurrency=1", 1, false, 256, true}, {"concurrency=16", 16, false, 256, true}, {"concurrency=256", 256, false, 256, true},
+		{"concurrency=16/one-key-failing", 16, true, 256, true},
+		{"concurrency=16/one-trigger-unordered", 16, false, 1, false},
+	} {
 		b.Run(c.name, func(b *testing.B) {
 			env := newPoolEnv(b)
 			var mu sync.Mutex
@@ -42,9 +50,10 @@ func BenchmarkExecutor(b *testing.B) {
 			var wg sync.WaitGroup
 			produce := func(id, trig, url string, retry *Retry) {
 				spec, _ := json.Marshal(HTTPRequest{URL: url, Method: http.MethodPost})
-				v, _ := json.Marshal(Command{ID: id, Namespace: "ns", Sensor: "bench", Trigger: trig, Type: "http", Spec: spec, Retry: retry})
+				cmd := Command{ID: id, Namespace: "ns", Sensor: "bench", Trigger: trig, Type: "http", Spec: spec, Retry: retry, Ordered: c.ordered}
+				v, _ := json.Marshal(cmd)
 				wg.Add(1)
-				env.cl.Produce(context.Background(), &kgo.Record{Topic: env.topo.Commands(), Key: []byte("ns/bench/" + trig), Value: v},
+				env.cl.Produce(context.Background(), &kgo.Record{Topic: env.topo.Commands(), Key: []byte(cmd.Key()), Value: v},
 					func(*kgo.Record, error) { wg.Done() })
 			}
 			if c.failing {
@@ -58,7 +67,7 @@ func BenchmarkExecutor(b *testing.B) {
 			for i := 0; i < n; i++ {
 				id := "c-" + strconv.Itoa(i)
 				sent[id] = time.Now()
-				produce(id, "t"+strconv.Itoa(i%keys), sink.URL+"/ok", nil)
+				produce(id, "t"+strconv.Itoa(i%c.triggers), sink.URL+"/ok", nil)
 			}
 			wg.Wait()
 			deadline := time.Now().Add(5 * time.Minute)

@@ -204,10 +204,7 @@ func TestKafkaTriggerOnceAcrossKill(t *testing.T) {
 		trig := fmt.Sprintf("t%02d", i%triggers)
 		id := fmt.Sprintf("%s-%04d", trig, i)
 		spec, _ := json.Marshal(KafkaRequest{Brokers: env.kc.Brokers, Topic: out, Value: []byte(id), RequiredAcks: -1})
-		v, _ := json.Marshal(Command{ID: id, Namespace: "ns", Sensor: "s", Trigger: trig, Type: "kafka", Spec: spec})
-		if err := env.cl.ProduceSync(context.Background(), &kgo.Record{Topic: env.topo.Commands(), Key: []byte("ns/s/" + trig), Value: v}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
+		env.produce(t, &Command{ID: id, Namespace: "ns", Sensor: "s", Trigger: trig, Type: "kafka", Spec: spec})
 	}
 	var (
 		mu   sync.Mutex

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kevents/kevents/internal/metrics"
 	"github.com/kevents/kevents/topology"
@@ -36,16 +35,12 @@ func blockingTarget(t *testing.T, release <-chan struct{}) *httptest.Server {
 	return srv
 }
 
-// sendAt produces an http command whose input event happened at eventTime.
+// sendAt produces an ordered http command whose input event happened at eventTime.
 func (e *poolEnv) sendAt(t *testing.T, id, trig, url string, eventTime time.Time, retry *Retry) {
 	t.Helper()
 	spec, _ := json.Marshal(HTTPRequest{URL: url, Method: http.MethodPost, Body: []byte(id)})
-	cmd := Command{ID: id, Namespace: "ns", Sensor: "s", Trigger: trig, Type: "http", Spec: spec, Retry: retry,
-		Events: []EventRef{{Dependency: "d", ID: id, Time: eventTime}}}
-	v, _ := json.Marshal(cmd)
-	if err := e.cl.ProduceSync(context.Background(), &kgo.Record{Topic: e.topo.Commands(), Key: []byte(cmd.Key()), Value: v}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	e.produce(t, &Command{ID: id, Namespace: "ns", Sensor: "s", Trigger: trig, Type: "http", Spec: spec, Retry: retry, Ordered: true,
+		Events: []EventRef{{Dependency: "d", ID: id, Time: eventTime}}})
 }
 
 // histogramCount reads the observation count and sum of one child of a histogram family.

@@ -80,11 +80,16 @@ func (e *poolEnv) runMemberWith(t testing.TB, member string, concurrency int) (m
 	return m, stop
 }
 
-// send produces an http command for url to the commands topic, keyed by its trigger.
+// send produces an ordered http command for url to the commands topic, keyed by its trigger.
 func (e *poolEnv) send(t *testing.T, id, trig, url string, retry *Retry) {
 	t.Helper()
 	spec, _ := json.Marshal(HTTPRequest{URL: url, Method: http.MethodPost, Body: []byte(id)})
-	cmd := Command{ID: id, Namespace: "ns", Sensor: "s", Trigger: trig, Type: "http", Spec: spec, Retry: retry}
+	e.produce(t, &Command{ID: id, Namespace: "ns", Sensor: "s", Trigger: trig, Type: "http", Spec: spec, Retry: retry, Ordered: true})
+}
+
+// produce writes cmd to the commands topic as the sensor does, under its Key.
+func (e *poolEnv) produce(t *testing.T, cmd *Command) {
+	t.Helper()
 	v, _ := json.Marshal(cmd)
 	if err := e.cl.ProduceSync(context.Background(), &kgo.Record{Topic: e.topo.Commands(), Key: []byte(cmd.Key()), Value: v}).FirstErr(); err != nil {
 		t.Fatal(err)
@@ -138,6 +143,24 @@ func eventually(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestExecutorUnorderedCommandsDoNotWait: the commands of a trigger that is not ordered are keyed
+// by their ids, so one that waits for its retries holds up none of its trigger's others.
+func TestExecutorUnorderedCommandsDoNotWait(t *testing.T) {
+	env := newPoolEnv(t)
+	tg := newTarget(t, func(body string, attempt int) bool { return body == "c-00" && attempt <= 2 })
+	env.runMember(t, "m1")
+	retry := &Retry{Steps: 5, Duration: 300 * time.Millisecond, Factor: 1}
+	for i := 0; i < 20; i++ {
+		id := fmt.Sprintf("c-%02d", i)
+		spec, _ := json.Marshal(HTTPRequest{URL: tg.srv.URL, Method: http.MethodPost, Body: []byte(id)})
+		env.produce(t, &Command{ID: id, Namespace: "ns", Sensor: "s", Trigger: "busy", Type: "http", Spec: spec, Retry: retry})
+	}
+	eventually(t, "all commands", func() bool { return len(tg.received()) == 20 })
+	if got := tg.received(); got[len(got)-1] != "c-00" {
+		t.Errorf("arrival order %v; want the retried c-00 last: its trigger's other commands must not wait for it", got)
 	}
 }
 
@@ -279,12 +302,9 @@ func TestExecutorRateLimitAndPolicy(t *testing.T) {
 	m, _ := env.runMember(t, "m1")
 	for i := 0; i < 4; i++ {
 		spec, _ := json.Marshal(HTTPRequest{URL: srv.URL, Method: http.MethodPost})
-		cmd := Command{ID: fmt.Sprintf("c%d", i), Namespace: "ns", Sensor: "s", Trigger: "limited", Type: "http", Spec: spec,
-			RateLimit: &RateLimit{Requests: 5, Per: time.Second}, AllowStatus: []int{404}}
-		v, _ := json.Marshal(cmd)
-		if err := env.cl.ProduceSync(context.Background(), &kgo.Record{Topic: env.topo.Commands(), Key: []byte(cmd.Key()), Value: v}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
+		// A sensor orders the commands of a rate-limited trigger (see Ordered).
+		env.produce(t, &Command{ID: fmt.Sprintf("c%d", i), Namespace: "ns", Sensor: "s", Trigger: "limited", Type: "http", Spec: spec,
+			RateLimit: &RateLimit{Requests: 5, Per: time.Second}, AllowStatus: []int{404}, Ordered: true})
 	}
 	eventually(t, "four commands", func() bool { return testutil.ToFloat64(m.Executions.WithLabelValues("s", "limited")) == 4 })
 	if f := testutil.ToFloat64(m.Failures.WithLabelValues("s", "limited")); f != 0 {
@@ -308,12 +328,8 @@ func TestExecutorDLQTrigger(t *testing.T) {
 	spec, _ := json.Marshal(HTTPRequest{URL: tg.srv.URL, Method: http.MethodPost, Body: []byte("dlq")})
 	dlq := &Command{ID: "dlq", Namespace: "ns", Sensor: "s", Trigger: "on-failure", Type: "http", Spec: spec}
 	spec, _ = json.Marshal(HTTPRequest{URL: tg.srv.URL, Method: http.MethodPost, Body: []byte("main")})
-	cmd := Command{ID: "main", Namespace: "ns", Sensor: "s", Trigger: "t", Type: "http", Spec: spec,
-		Retry: &Retry{Steps: 2, Duration: 10 * time.Millisecond, Factor: 1}, DLQ: dlq}
-	v, _ := json.Marshal(cmd)
-	if err := env.cl.ProduceSync(context.Background(), &kgo.Record{Topic: env.topo.Commands(), Key: []byte(cmd.Key()), Value: v}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	env.produce(t, &Command{ID: "main", Namespace: "ns", Sensor: "s", Trigger: "t", Type: "http", Spec: spec,
+		Retry: &Retry{Steps: 2, Duration: 10 * time.Millisecond, Factor: 1}, DLQ: dlq})
 	eventually(t, "the dlqTrigger", func() bool { return testutil.ToFloat64(m.Executions.WithLabelValues("s", "on-failure")) == 1 })
 	if got := tg.received(); len(got) != 1 || got[0] != "dlq" {
 		t.Errorf("target got %v; want only the dlqTrigger's request (the main one failed)", got)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kevents/kevents/api"
 	"github.com/kevents/kevents/internal/jsonw"
 )
 
@@ -29,6 +30,10 @@ func init() {
 	Register("log", Spec{
 		Summary: "Prints the events that fired the trigger to the log.",
 		Render:  renderLog,
+		// The interval is counted in the executor's memory.
+		OneMember: func(t *api.TriggerTemplate, params []api.TriggerParameter) bool {
+			return t.Log.IntervalSeconds > 0 || setsField(params, "log.intervalSeconds")
+		},
 	}, func(env Env) (Executor, error) {
 		logger := env.Logger
 		if logger == nil {
@@ -80,7 +85,7 @@ func renderLog(in RenderInput) (json.RawMessage, error) {
 type logExecutor struct {
 	logger *slog.Logger
 	mu     sync.Mutex
-	last   map[string]time.Time // by command key, for intervalSeconds
+	last   map[string]time.Time // by trigger (TriggerPath), for intervalSeconds
 }
 
 func (x *logExecutor) Execute(_ context.Context, cmd *Command) error {
@@ -92,11 +97,11 @@ func (x *logExecutor) Execute(_ context.Context, cmd *Command) error {
 		// Argo's intervalSeconds: print at most once per interval per trigger.
 		x.mu.Lock()
 		now := time.Now()
-		if now.Sub(x.last[cmd.Key()]) < time.Duration(r.IntervalSeconds)*time.Second {
+		if now.Sub(x.last[cmd.TriggerPath()]) < time.Duration(r.IntervalSeconds)*time.Second {
 			x.mu.Unlock()
 			return nil
 		}
-		x.last[cmd.Key()] = now
+		x.last[cmd.TriggerPath()] = now
 		x.mu.Unlock()
 	}
 	refs := make(map[string]EventRef, len(cmd.Events))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"k8s.io/client-go/rest"
@@ -65,6 +66,11 @@ type Spec struct {
 	Render func(in RenderInput) (json.RawMessage, error)
 	// Check validates a template of this type at load time; nil means no extra checks.
 	Check func(t *api.TriggerTemplate) error
+	// OneMember reports whether this type's executor keeps a trigger's state across its
+	// commands in memory (a Slack thread, a log interval), so that all of the trigger's
+	// commands must run on one member; params are the trigger-level parameters, which may set
+	// that state's fields. Nil means never.
+	OneMember func(t *api.TriggerTemplate, params []api.TriggerParameter) bool
 }
 
 // Constructor builds the executor of a trigger type.
@@ -90,6 +96,37 @@ func Check(t *api.TriggerTemplate) error {
 		return e.Spec.Check(t)
 	}
 	return nil
+}
+
+// Ordered reports whether a trigger's commands must run one after another on one executor
+// member, so that the sensor keys them by trigger (see Command.Key): the user asked for it
+// (kevents.ordered), one member enforces its rateLimit, or its type keeps the trigger's state in
+// the executor's memory (Spec.OneMember). A template whose type is unknown is not ordered; Check
+// reports it.
+func Ordered(t *api.Trigger) bool {
+	if t.Kevents != nil && t.Kevents.Ordered || t.RateLimit != nil {
+		return true
+	}
+	if t.Template == nil {
+		return false
+	}
+	typ, err := t.Template.Type()
+	if err != nil {
+		return false
+	}
+	e, err := types.Lookup(typ)
+	return err == nil && e.Spec.OneMember != nil && e.Spec.OneMember(t.Template, t.Parameters)
+}
+
+// setsField reports whether a parameter writes field (a dest such as "slack.thread") or a field
+// inside it.
+func setsField(params []api.TriggerParameter, field string) bool {
+	for _, p := range params {
+		if p.Dest == field || strings.HasPrefix(p.Dest, field+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // Render renders the command spec of a template and returns its type.

@@ -53,6 +53,10 @@ func init() {
 		Summary: "Posts a message to a Slack channel (chat.postMessage); the token is a Secret reference.",
 		Render:  renderSlack,
 		Check:   checkSlack,
+		// A thread's first message is remembered in the executor's memory.
+		OneMember: func(t *api.TriggerTemplate, params []api.TriggerParameter) bool {
+			return t.Slack.Thread != nil || setsField(t.Slack.Parameters, "thread") || setsField(params, "slack.thread")
+		},
 	}, newSlackExecutor)
 }
 
