@@ -17,8 +17,8 @@ import (
 // BenchmarkExecutor measures commands/s through the pool to a local HTTP sink, spread over 256
 // ordered triggers (keys), at several concurrency limits, and the added latency from command
 // produced to sink reached; "one-key-failing" adds a trigger whose target always fails with
-// retries; "one-trigger-unordered" sends every command for one trigger that is not ordered, so
-// each command is its own key.
+// retries; "one-trigger-ordered" and "-unordered" send every command for one trigger, ordered
+// (one key) or not (each command its own key).
 func BenchmarkExecutor(b *testing.B) {
 	const n = 20000
 	for _, c := range []struct {
@@ -30,6 +30,7 @@ func BenchmarkExecutor(b *testing.B) {
 	}{
 		{"concurrency=1", 1, false, 256, true}, {"concurrency=16", 16, false, 256, true}, {"concurrency=256", 256, false, 256, true},
 		{"concurrency=16/one-key-failing", 16, true, 256, true},
+		{"concurrency=16/one-trigger-ordered", 16, false, 1, true},
 		{"concurrency=16/one-trigger-unordered", 16, false, 1, false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
