@@ -86,6 +86,7 @@ func TestOrdered(t *testing.T) {
 	}{
 		{"http", api.Trigger{Template: &api.TriggerTemplate{Name: "t", HTTP: &api.HTTPTrigger{URL: "http://x"}}}, false},
 		{"kevents.ordered", api.Trigger{Template: &api.TriggerTemplate{Name: "t", HTTP: &api.HTTPTrigger{URL: "http://x"}}, Kevents: &api.TriggerExtensions{Ordered: true}}, true},
+		{"atLeastOnce", api.Trigger{Template: &api.TriggerTemplate{Name: "t", HTTP: &api.HTTPTrigger{URL: "http://x"}}, AtLeastOnce: true}, true},
 		{"rateLimit", api.Trigger{Template: &api.TriggerTemplate{Name: "t", HTTP: &api.HTTPTrigger{URL: "http://x"}}, RateLimit: &api.RateLimit{Unit: "Second", RequestsPerUnit: 1}}, true},
 		{"log", api.Trigger{Template: &api.TriggerTemplate{Name: "t", Log: &api.LogTrigger{}}}, false},
 		{"log intervalSeconds", api.Trigger{Template: &api.TriggerTemplate{Name: "t", Log: &api.LogTrigger{IntervalSeconds: 5}}}, true},

@@ -100,11 +100,12 @@ func Check(t *api.TriggerTemplate) error {
 
 // Ordered reports whether a trigger's commands must run one after another on one executor
 // member, so that the sensor keys them by trigger (see Command.Key): the user asked for it
-// (kevents.ordered), one member enforces its rateLimit, or its type keeps the trigger's state in
-// the executor's memory (Spec.OneMember). A template whose type is unknown is not ordered; Check
-// reports it.
+// (kevents.ordered), it has atLeastOnce (Argo then runs a trigger's firings one after another,
+// each before the next event is acknowledged; without it, each in a goroutine of its own), one
+// member enforces its rateLimit, or its type keeps the trigger's state in the executor's memory
+// (Spec.OneMember). A template whose type is unknown is not ordered; Check reports it.
 func Ordered(t *api.Trigger) bool {
-	if t.Kevents != nil && t.Kevents.Ordered || t.RateLimit != nil {
+	if t.Kevents != nil && t.Kevents.Ordered || t.AtLeastOnce || t.RateLimit != nil {
 		return true
 	}
 	if t.Template == nil {
