@@ -81,6 +81,21 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// localRun is the configuration of a `kevents run` of the definitions under defs on an embedded
+// broker kept under dir, with 3 partitions per topic, logging to the test.
+func localRun(t *testing.T, dir, defs, member string) runConfig {
+	t.Helper()
+	topo, err := topology.New(topology.Partitions(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runConfig{
+		paths: []string{defs}, dataDir: filepath.Join(dir, "broker"), brokerPort: freePort(t),
+		topology: topo, metricsAddr: "127.0.0.1:0", member: member, publishTimeout: 5 * time.Second,
+		logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	}
+}
+
 // instance is one `kevents run` in this process.
 type instance struct {
 	cancel  context.CancelFunc
@@ -228,15 +243,8 @@ func TestEndToEnd(t *testing.T) {
 	write("eventsource.yaml", fmt.Sprintf(e2eEventSource, port))
 	write("sensor.yaml", fmt.Sprintf(e2eSensor, sk.srv.URL))
 
-	topo, err := topology.New(topology.Partitions(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := runConfig{
-		paths: []string{defs}, dataDir: filepath.Join(dir, "broker"), brokerPort: freePort(t),
-		topology: topo, metricsAddr: "127.0.0.1:0", member: "e2e", publishTimeout: 5 * time.Second,
-		logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-	}
+	cfg := localRun(t, dir, defs, "e2e")
+	topo := cfg.topology
 	url := fmt.Sprintf("http://127.0.0.1:%d/builds", port)
 
 	in := start(t, cfg)

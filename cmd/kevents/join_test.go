@@ -6,15 +6,12 @@ import (
 	"github.com/kevents/kevents/sensor"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"log/slog"
 	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/kevents/kevents/topology"
 )
 
 const joinEventSource = `apiVersion: argoproj.io/v1alpha1
@@ -66,15 +63,8 @@ func TestJoinSurvivesRestart(t *testing.T) {
 	port := freePort(t)
 	writeFile(t, filepath.Join(dir, "defs", "es.yaml"), fmt.Sprintf(joinEventSource, port))
 	writeFile(t, filepath.Join(dir, "defs", "sensor.yaml"), fmt.Sprintf(joinSensor, sk.srv.URL))
-	topo, err := topology.New(topology.Partitions(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := runConfig{
-		paths: []string{filepath.Join(dir, "defs")}, dataDir: filepath.Join(dir, "broker"), brokerPort: freePort(t),
-		topology: topo, metricsAddr: "127.0.0.1:0", member: "join", publishTimeout: 5 * time.Second,
-		logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-	}
+	cfg := localRun(t, dir, filepath.Join(dir, "defs"), "join")
+	topo := cfg.topology
 	url := func(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", port, path) }
 	mustPost := func(path, body string) {
 		t.Helper()
@@ -186,15 +176,7 @@ func TestCorrelatedJoin(t *testing.T) {
 	port := freePort(t)
 	writeFile(t, filepath.Join(dir, "defs", "es.yaml"), fmt.Sprintf(joinEventSource, port))
 	writeFile(t, filepath.Join(dir, "defs", "sensor.yaml"), fmt.Sprintf(correlatedSensor, sk.srv.URL))
-	topo, err := topology.New(topology.Partitions(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := start(t, runConfig{
-		paths: []string{filepath.Join(dir, "defs")}, dataDir: filepath.Join(dir, "broker"), brokerPort: freePort(t),
-		topology: topo, metricsAddr: "127.0.0.1:0", member: "corr", publishTimeout: 5 * time.Second,
-		logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-	})
+	in := start(t, localRun(t, dir, filepath.Join(dir, "defs"), "corr"))
 	defer in.stop(t)
 	mustPost := func(path, body string) {
 		t.Helper()

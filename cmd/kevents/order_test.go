@@ -3,16 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kevents/kevents/topology"
 	"github.com/kevents/kevents/trigger"
 )
 
@@ -44,15 +41,8 @@ func TestCommandsSpreadUnlessOrdered(t *testing.T) {
 	port := freePort(t)
 	writeFile(t, filepath.Join(dir, "defs", "es.yaml"), fmt.Sprintf(e2eEventSource, port))
 	writeFile(t, filepath.Join(dir, "defs", "sensor.yaml"), orderSensor)
-	topo, err := topology.New(topology.Partitions(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := start(t, runConfig{
-		paths: []string{filepath.Join(dir, "defs")}, dataDir: filepath.Join(dir, "broker"), brokerPort: freePort(t),
-		topology: topo, metricsAddr: "127.0.0.1:0", member: "order", publishTimeout: 5 * time.Second,
-		logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-	})
+	cfg := localRun(t, dir, filepath.Join(dir, "defs"), "order")
+	in := start(t, cfg)
 	defer in.stop(t)
 	const events = 30
 	for i := 0; i < events; i++ {
@@ -67,7 +57,7 @@ func TestCommandsSpreadUnlessOrdered(t *testing.T) {
 
 	partitions := map[string]map[int32]bool{"spread": {}, "inorder": {}}
 	var inorder []int // the n of each inorder command's event, in its partition's order
-	consumeCommitted(t, in.info.brokers, topo.Commands(), func(r *kgo.Record) {
+	consumeCommitted(t, in.info.brokers, cfg.topology.Commands(), func(r *kgo.Record) {
 		var cmd trigger.Command
 		if err := json.Unmarshal(r.Value, &cmd); err != nil {
 			t.Fatalf("command %s: %v", r.Value, err)

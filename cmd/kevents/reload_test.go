@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,8 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/kevents/kevents/topology"
 )
 
 // TestReloadSensors changes, adds and removes Sensor files while kevents runs: a trigger whose
@@ -28,15 +25,10 @@ func TestReloadSensors(t *testing.T) {
 	writeFile(t, filepath.Join(defs, "es.yaml"), fmt.Sprintf(joinEventSource, port))
 	sensorFile := filepath.Join(defs, "sensor.yaml")
 	writeFile(t, sensorFile, fmt.Sprintf(joinSensor, sk.srv.URL))
-	topo, err := topology.New(topology.Partitions(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := start(t, runConfig{
-		paths: []string{defs}, dataDir: filepath.Join(dir, "broker"), brokerPort: freePort(t),
-		topology: topo, metricsAddr: "127.0.0.1:0", member: "reload", publishTimeout: 5 * time.Second,
-		reloadInterval: 100 * time.Millisecond, logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-	})
+	cfg := localRun(t, dir, defs, "reload")
+	topo := cfg.topology
+	cfg.reloadInterval = 100 * time.Millisecond
+	in := start(t, cfg)
 	defer in.stop(t)
 	mustPost := func(path, body string) {
 		t.Helper()
