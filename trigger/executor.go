@@ -173,6 +173,12 @@ type pool struct {
 	keys     map[string]*keyQueue
 	inflight int
 	limiters map[string]*rate.Limiter // by trigger (TriggerPath), for triggers with a rateLimit
+	// At most cfg.Concurrency key workers are active, that is not waiting for a retry or the
+	// rate limit; keys with jobs beyond them wait in ready, first in, first out. So a backlog of
+	// many keys (every unordered command is one) parks no goroutine per key, and a key that
+	// waits for its retry still holds up no other.
+	ready  []*keyQueue
+	active int
 }
 
 // partition tracks the offsets of one commands partition this member owns.
@@ -189,8 +195,9 @@ type partition struct {
 }
 
 type keyQueue struct {
+	key     string
 	jobs    []*job
-	running bool
+	running bool // a worker has the key, or it waits in ready for one
 }
 
 type job struct {
@@ -283,20 +290,49 @@ func (p *pool) add(ctx context.Context, r *kgo.Record) error {
 	}
 	part.running[cmd.ID] = true
 	p.inflight++
-	q := p.keys[cmd.Key()]
+	key := cmd.Key()
+	q := p.keys[key]
 	if q == nil {
-		q = &keyQueue{}
-		p.keys[cmd.Key()] = q
+		q = &keyQueue{key: key}
+		p.keys[key] = q
 	}
 	j := &job{part: part, offset: r.Offset, cmd: cmd, raw: r.Value}
 	p.setState(j, jobPending)
 	q.jobs = append(q.jobs, j)
 	if !q.running {
 		q.running = true
-		p.wg.Add(1)
-		go p.work(cmd.Key(), q)
+		p.ready = append(p.ready, q)
+		p.startReady()
 	}
 	return nil
+}
+
+// startReady gives ready keys workers while fewer than cfg.Concurrency are active. Callers hold
+// p.mu. A caller is the fetch loop or a worker, so the WaitGroup never grows from zero while
+// Stop waits on it.
+func (p *pool) startReady() {
+	for len(p.ready) > 0 && p.active < p.cfg.Concurrency && p.ctx.Err() == nil {
+		q := p.ready[0]
+		p.ready[0] = nil
+		p.ready = p.ready[1:]
+		p.active++
+		p.wg.Add(1)
+		go p.work(q)
+	}
+}
+
+// waiting runs wait (a retry's backoff, the rate limit) with the calling worker counted as not
+// active, so that a ready key may start meanwhile.
+func (p *pool) waiting(wait func() error) error {
+	p.mu.Lock()
+	p.active--
+	p.startReady()
+	p.mu.Unlock()
+	err := wait()
+	p.mu.Lock()
+	p.active++
+	p.mu.Unlock()
+	return err
 }
 
 // restore reads the ids of finished commands from partition p of the executed topic.
@@ -314,16 +350,19 @@ func (p *pool) restore(ctx context.Context, part int32) (map[string]bool, error)
 	return done, err
 }
 
-// work runs the jobs of one key, one after another, until its queue is empty.
-func (p *pool) work(key string, q *keyQueue) {
+// work runs the jobs of one key, one after another, until its queue is empty; then it hands its
+// place to the next ready key.
+func (p *pool) work(q *keyQueue) {
 	defer p.wg.Done()
 	for {
 		p.mu.Lock()
 		if len(q.jobs) == 0 || p.ctx.Err() != nil {
 			q.running = false
 			if len(q.jobs) == 0 {
-				delete(p.keys, key)
+				delete(p.keys, q.key)
 			}
+			p.active--
+			p.startReady()
 			p.mu.Unlock()
 			return
 		}
@@ -457,16 +496,22 @@ func (p *pool) execute(j *job) (int, error) {
 		p.markState(j, jobPending)
 		if limiter != nil {
 			// Like a retry wait, a rate limit holds up only its own trigger.
-			if err := limiter.Wait(p.ctx); err != nil {
+			if err := p.waiting(func() error { return limiter.Wait(p.ctx) }); err != nil {
 				return i, err
 			}
 		}
 		if i > 0 {
 			// Waiting holds no slot: other keys run meanwhile.
-			select {
-			case <-p.ctx.Done():
-				return i, p.ctx.Err()
-			case <-time.After(cmd.Retry.jittered(wait)):
+			backoff := cmd.Retry.jittered(wait)
+			if err := p.waiting(func() error {
+				select {
+				case <-p.ctx.Done():
+					return p.ctx.Err()
+				case <-time.After(backoff):
+					return nil
+				}
+			}); err != nil {
+				return i, err
 			}
 			wait = time.Duration(float64(wait) * factor)
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -147,11 +148,13 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // TestExecutorUnorderedCommandsDoNotWait: the commands of a trigger that is not ordered are keyed
-// by their ids, so one that waits for its retries holds up none of its trigger's others.
+// by their ids, so those that wait for their retries hold up none of their trigger's others, even
+// when they outnumber the member's slots.
 func TestExecutorUnorderedCommandsDoNotWait(t *testing.T) {
 	env := newPoolEnv(t)
-	tg := newTarget(t, func(body string, attempt int) bool { return body == "c-00" && attempt <= 2 })
-	env.runMember(t, "m1")
+	failing := map[string]bool{"c-00": true, "c-01": true, "c-02": true}
+	tg := newTarget(t, func(body string, attempt int) bool { return failing[body] && attempt <= 2 })
+	env.runMemberWith(t, "m1", 2)
 	retry := &Retry{Steps: 5, Duration: 300 * time.Millisecond, Factor: 1}
 	for i := 0; i < 20; i++ {
 		id := fmt.Sprintf("c-%02d", i)
@@ -159,8 +162,37 @@ func TestExecutorUnorderedCommandsDoNotWait(t *testing.T) {
 		env.produce(t, &Command{ID: id, Namespace: "ns", Sensor: "s", Trigger: "busy", Type: "http", Spec: spec, Retry: retry})
 	}
 	eventually(t, "all commands", func() bool { return len(tg.received()) == 20 })
-	if got := tg.received(); got[len(got)-1] != "c-00" {
-		t.Errorf("arrival order %v; want the retried c-00 last: its trigger's other commands must not wait for it", got)
+	got := tg.received()
+	for _, id := range got[len(got)-3:] {
+		if !failing[id] {
+			t.Errorf("arrival order %v; want the three retried commands last: their trigger's others must not wait for them", got)
+			break
+		}
+	}
+}
+
+// TestExecutorBacklogParksNoGoroutinePerKey: a member holding thousands of unordered commands
+// (each its own key) while its slots are busy keeps a worker per slot, not a goroutine per
+// command waiting for one.
+func TestExecutorBacklogParksNoGoroutinePerKey(t *testing.T) {
+	env := newPoolEnv(t)
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }))
+	defer srv.Close()
+	defer close(release)
+	const n, concurrency = 3000, 4
+	spec, _ := json.Marshal(HTTPRequest{URL: srv.URL, Method: http.MethodPost})
+	for i := 0; i < n; i++ {
+		env.produce(t, &Command{ID: fmt.Sprintf("c%04d", i), Namespace: "ns", Sensor: "s", Trigger: "busy", Type: "http", Spec: spec})
+	}
+	before := runtime.NumGoroutine()
+	m, _ := env.runMemberWith(t, "m1", concurrency)
+	pending, running := m.CommandsPending.WithLabelValues("s", "busy"), m.CommandsRunning.WithLabelValues("s", "busy")
+	eventually(t, "every command taken, four running", func() bool {
+		return testutil.ToFloat64(pending) == n-concurrency && testutil.ToFloat64(running) == concurrency
+	})
+	if g := runtime.NumGoroutine() - before; g > 300 {
+		t.Errorf("%d more goroutines while %d commands wait for %d slots; want about one per slot", g, n-concurrency, concurrency)
 	}
 }
 

@@ -116,7 +116,7 @@ func New() *Metrics {
 			Help:    "Time from the earliest input event of a trigger command (its CloudEvent time) to the command succeeding.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17), // 1 ms to 65 s
 		}, []string{"sensor", "trigger"}),
-		CommandsPending: gauge("executor_commands_pending", "Trigger commands this member holds that are queued behind their trigger or waiting for a retry, the rate limit or a free slot.", "sensor", "trigger"),
+		CommandsPending: gauge("executor_commands_pending", "Trigger commands this member holds that are queued behind an earlier command of their key (an ordered trigger's) or waiting for a retry, the rate limit or a free slot.", "sensor", "trigger"),
 		CommandsRunning: gauge("executor_commands_running", "Trigger commands this member is executing an attempt of now.", "sensor", "trigger"),
 		SensorRestoreRecords: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kevents", Name: "sensor_restore_records_total",
 			Help: "Records of the state topic read to restore join state (tombstones included) when this member took partitions over."}),
