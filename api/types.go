@@ -224,8 +224,10 @@ type Trigger struct {
 type TriggerExtensions struct {
 	Correlation *Correlation `json:"correlation,omitempty"`
 	// Ordered runs the trigger's commands one after another, in the order the sensor emitted
-	// them, on one executor member at a time. Without it a trigger's commands spread over the
-	// commands partitions and run concurrently, as Argo's sensors run them.
+	// them, on one executor member at a time. Without it (and without atLeastOnce, a rateLimit
+	// or executor state such as a Slack thread; see trigger.Ordered) a trigger's commands spread
+	// over the commands partitions and run concurrently, as an Argo sensor on a NATS or
+	// JetStream bus runs each firing in a goroutine of its own.
 	Ordered bool `json:"ordered,omitempty"`
 }
 
