@@ -550,10 +550,11 @@ func (p *pool) limiter(cmd *Command) *rate.Limiter {
 	every := rate.Every(rl.Per / time.Duration(rl.Requests))
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	l := p.limiters[cmd.TriggerPath()]
+	trig := cmd.TriggerPath()
+	l := p.limiters[trig]
 	if l == nil || l.Limit() != every {
 		l = rate.NewLimiter(every, 1) // no bursts beyond the rate
-		p.limiters[cmd.TriggerPath()] = l
+		p.limiters[trig] = l
 	}
 	return l
 }

@@ -95,13 +95,14 @@ func (x *logExecutor) Execute(_ context.Context, cmd *Command) error {
 	}
 	if r.IntervalSeconds > 0 {
 		// Argo's intervalSeconds: print at most once per interval per trigger.
+		trig := cmd.TriggerPath()
 		x.mu.Lock()
 		now := time.Now()
-		if now.Sub(x.last[cmd.TriggerPath()]) < time.Duration(r.IntervalSeconds)*time.Second {
+		if now.Sub(x.last[trig]) < time.Duration(r.IntervalSeconds)*time.Second {
 			x.mu.Unlock()
 			return nil
 		}
-		x.last[cmd.TriggerPath()] = now
+		x.last[trig] = now
 		x.mu.Unlock()
 	}
 	refs := make(map[string]EventRef, len(cmd.Events))
